@@ -1,0 +1,191 @@
+"""The `diffinv` command: generate, invert, and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Find the noise and the latent behind an image for latent diffusion models.",
+)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print one table and write JSON.")
+app.add_typer(bench_app, name="bench")
+
+MODEL_HELP = "'tiny' (bundled), a local diffusers folder, or a hub id"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into a one-line message and exit status 2."""
+    from diffinv.images import ImageError
+    from diffinv.inversion import InversionDiverged
+    from diffinv.loading import ModelNotFoundError
+
+    try:
+        yield
+    except (ImageError, ModelNotFoundError, InversionDiverged, FileNotFoundError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """KEY=VALUE strings -> dict; values parsed as JSON when they can be (numbers, true/false, lists)."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"option {item!r} is not KEY=VALUE")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def echo_report(report: dict[str, Any]) -> None:
+    typer.echo(json.dumps(report, indent=2))
+
+
+def image_names(count: int, stem: str) -> list[str]:
+    """`stem.png` for one image, `stem_0.png`, `stem_1.png`, ... for a batch."""
+    return [f"{stem}.png"] if count == 1 else [f"{stem}_{index}.png" for index in range(count)]
+
+
+def save_images(folder: Path, images, stem: str) -> None:
+    for name, image in zip(image_names(len(images), stem), images):
+        image.save(folder / name)
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="text prompt"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    seed: int = typer.Option(0, help="seed of the initial noise (same noise as diffusers' Generator().manual_seed)"),
+    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    steps: int = typer.Option(50, help="number of sampling steps"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
+    negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
+    num_images: int = typer.Option(1, "--num-images", "-n", help="images in one batch"),
+    height: Optional[int] = typer.Option(None, help="image height (default: the model's)"),
+    width: Optional[int] = typer.Option(None, help="image width (default: the model's)"),
+) -> None:
+    """Sample images from seeded noise; write image.png, noise/latent .safetensors and report.json."""
+    with user_errors():
+        from diffinv.loading import load
+        from diffinv.outputs import save_tensor, staged_folder, write_json
+        from diffinv.pipeline import generate as run_generate
+        from diffinv.schedule import check_scheduler_name
+
+        check_scheduler_name(scheduler)
+        pipe = load(model)
+        result = run_generate(
+            pipe, prompt, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance,
+            negative_prompt=negative_prompt, batch_size=num_images, height=height, width=width, progress=True,
+        )
+        report = {"model": model, **result.report}
+        with staged_folder(out) as folder:
+            save_images(folder, result.images, "image")
+            save_tensor(folder / "noise.safetensors", "noise", result.noise)
+            save_tensor(folder / "latent.safetensors", "latent", result.latent)
+            write_json(folder / "report.json", report)
+        echo_report(report)
+
+
+@app.command()
+def invert(
+    images: Optional[list[Path]] = typer.Argument(None, help="image files (several invert as one batch)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    latent: Optional[Path] = typer.Option(None, help="invert this z_0 (safetensors, key 'latent') instead of images"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    prompt: str = typer.Option("", "--prompt", "-p", help="prompt used for inversion (empty for real images)"),
+    negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
+    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    steps: int = typer.Option(50, help="number of sampler steps to invert"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
+    method: str = typer.Option("naive", help="sampler inversion method"),
+    decoder: str = typer.Option("encoder", help="decoder inversion method"),
+    method_option: Optional[list[str]] = typer.Option(None, "--method-option", help="KEY=VALUE for the method, repeatable"),
+    decoder_option: Optional[list[str]] = typer.Option(None, "--decoder-option", help="KEY=VALUE for the decoder, repeatable"),
+    reference: Optional[Path] = typer.Option(None, help="a `diffinv generate` folder: report noise/latent NMSE against it"),
+    resize: bool = typer.Option(False, help="resize images to the model's size instead of refusing other sizes"),
+) -> None:
+    """Recover z_0 and z_T; write noise/latent .safetensors, reconstruction.png and report.json."""
+    with user_errors():
+        from diffinv.decoder_inversion import DECODER_METHODS
+        from diffinv.images import load_images
+        from diffinv.inversion import check_method_name
+        from diffinv.loading import load
+        from diffinv.outputs import load_tensor, save_tensor, staged_folder, write_json
+        from diffinv.pipeline import invert as run_invert
+        from diffinv.pipeline import reconstruct, score
+        from diffinv.schedule import check_scheduler_name
+
+        check_scheduler_name(scheduler)
+        check_method_name(method)
+        if decoder not in DECODER_METHODS:
+            raise ValueError(f"unknown decoder method {decoder!r}; choose one of {', '.join(DECODER_METHODS)}")
+        if bool(images) == (latent is not None):
+            raise ValueError("give image files or --latent, not both and not neither")
+        method_options, decoder_options = parse_options(method_option), parse_options(decoder_option)
+        true_noise = true_latent = reference_image = None
+        if reference is not None:
+            true_noise = load_tensor(reference / "noise.safetensors", "noise")
+            true_latent = load_tensor(reference / "latent.safetensors", "latent")
+        pipe = load(model)
+        kwargs: dict[str, Any] = dict(
+            prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps, guidance=guidance,
+            method=method, decoder=decoder, method_options=method_options, decoder_options=decoder_options, progress=True,
+        )
+        if images:
+            size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+            loaded = load_images(images, pipe.vae_scale_factor, size=(size, size), resize=resize)
+            for note in loaded.notes:
+                typer.echo(f"note: {note}", err=True)
+            reference_image = loaded.tensor
+            result = run_invert(pipe, image=loaded.tensor, **kwargs)
+        else:
+            result = run_invert(pipe, latent=load_tensor(latent, "latent"), **kwargs)
+        reconstruction = reconstruct(pipe, result, prompt, negative_prompt)
+        if reference_image is None and reference is not None and (reference / "image.png").is_file():
+            reference_image = load_images([reference / "image.png"], pipe.vae_scale_factor).tensor
+        score(result, reconstruction, reference_image, true_noise, true_latent)
+        report = {"model": model, **result.report}
+        with staged_folder(out) as folder:
+            save_tensor(folder / "noise.safetensors", "noise", result.noise)
+            save_tensor(folder / "latent.safetensors", "latent", result.latent)
+            save_images(folder, reconstruction.images, "reconstruction")
+            write_json(folder / "report.json", report)
+        echo_report(report)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for diffinv's own progress bars and report: no loader chatter from the libraries."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    for library in (diffusers.utils.logging, transformers.utils.logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+def main() -> None:
+    """Console entry point."""
+    quiet_libraries()
+    app(prog_name="diffinv")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

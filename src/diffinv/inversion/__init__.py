@@ -1,0 +1,42 @@
+"""Inversion of the sampler, z_0 -> z_T: one module per method family, one registry, one result type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from diffinv.denoiser import Denoiser
+from diffinv.inversion.driver import InversionDiverged, StepSolver, run_inversion
+from diffinv.inversion.naive import naive_step
+from diffinv.inversion.result import InversionResult
+from diffinv.schedule import Schedule
+
+#: Method name -> factory that takes the method's options and returns its per-step solver.
+METHODS: dict[str, Callable[..., StepSolver]] = {
+    "naive": lambda: naive_step,
+}
+
+
+def check_method_name(name: str) -> str:
+    """Return `name` if it is a known sampler-inversion method, else raise a ValueError listing them."""
+    if name not in METHODS:
+        raise ValueError(f"unknown inversion method {name!r}; choose one of {', '.join(METHODS)}")
+    return name
+
+
+def invert_latent(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    latent: torch.Tensor,
+    method: str = "naive",
+    keep_trajectory: bool = False,
+    progress: bool = False,
+    **options,
+) -> InversionResult:
+    """Recover z_T from z_0 = `latent` for the sampler `schedule` with the named method and its options."""
+    solver = METHODS[check_method_name(method)](**options)
+    return run_inversion(denoiser, schedule, latent, solver, method, keep_trajectory=keep_trajectory, progress=progress)
+
+
+__all__ = ["METHODS", "InversionDiverged", "InversionResult", "check_method_name", "invert_latent"]

@@ -1,0 +1,105 @@
+"""The loop every sampler-inversion method shares: z_0 -> z_T over the reversed schedule.
+
+A method supplies only how one inverse step is solved (`StepSolver`); the driver keeps the multistep
+history, the trajectory, per-step residuals, NFE, time and peak memory, and stops with an error that
+names the step when a latent turns NaN or blows up, so a broken run is never saved as a success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from diffinv.denoiser import Denoiser
+from diffinv.inversion.result import InversionResult
+from diffinv.measure import measure
+from diffinv.schedule import Point, Schedule, Step, reverse
+from diffinv.solvers import usable_history
+
+#: A latent whose RMS exceeds this is taken as blown up (z_T is unit Gaussian, z_0 is O(1)).
+BLOW_UP_RMS = 1e3
+
+
+class InversionDiverged(RuntimeError):
+    """An inversion produced NaN or exploding latents; the message names the step."""
+
+
+@dataclass
+class StepOutcome:
+    """What solving one inverse step gave: the noisier latent, the x0 to keep as history, the residual."""
+
+    latent: torch.Tensor
+    data_prediction: torch.Tensor
+    residual: float | None = None
+    converged: bool = True
+
+
+#: (denoiser, latent at the step's start, the inverse step, usable (level, x0) history, index in inversion order) -> outcome
+StepSolver = Callable[[Denoiser, torch.Tensor, Step, list[tuple[Point, torch.Tensor]], int], StepOutcome]
+
+
+def relative_residual(estimate: torch.Tensor, target: torch.Tensor) -> float:
+    """||estimate - target|| / ||target||, the per-step residual every method reports."""
+    return float((estimate - target).norm() / target.norm().clamp_min(1e-12))
+
+
+def check_finite(latent: torch.Tensor, step: Step, position: int, total: int) -> None:
+    """Raise InversionDiverged if `latent` is NaN/inf or its RMS passed BLOW_UP_RMS."""
+    where = f"inverse step {position + 1}/{total} (timestep {step.timestep})"
+    if not torch.isfinite(latent).all():
+        raise InversionDiverged(f"inversion produced NaN or infinite values at {where}")
+    rms = float(latent.float().pow(2).mean().sqrt())
+    if rms > BLOW_UP_RMS:
+        raise InversionDiverged(f"inversion blew up at {where}: latent RMS {rms:.3g}")
+
+
+@torch.inference_mode()
+def run_inversion(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    latent: torch.Tensor,
+    solve_step: StepSolver,
+    method: str,
+    keep_trajectory: bool = False,
+    progress: bool = False,
+) -> InversionResult:
+    """Invert the sampler from z_0 = `latent` with `solve_step` for each step; returns z_T and the cost."""
+    steps = reverse(schedule)
+    nfe_before = denoiser.nfe
+    x = latent.float()
+    trajectory = [x]
+    data_predictions: list[torch.Tensor] = []  # most recent first
+    residuals: list[float] = []
+    converged = True
+    with measure(latent.device) as cost:
+        for position, step in enumerate(tqdm(steps, desc=f"inverting ({method})", disable=not progress, leave=False)):
+            history = usable_history(step.start, list(zip(step.history, data_predictions)), step.order)
+            outcome = solve_step(denoiser, x, step, history, position)
+            check_finite(outcome.latent, step, position, len(steps))
+            x = outcome.latent
+            data_predictions.insert(0, outcome.data_prediction)
+            del data_predictions[2:]
+            if outcome.residual is not None:
+                residuals.append(outcome.residual)
+            converged = converged and outcome.converged
+            if keep_trajectory:
+                trajectory.append(x)
+    notes = [] if converged else ["some steps did not reach their tolerance; see step_residuals"]
+    return InversionResult(
+        noise=x / schedule.init_noise_sigma,
+        latent=latent,
+        method=method,
+        scheduler=schedule.name,
+        steps=len(schedule),
+        guidance=denoiser.guidance,
+        nfe=denoiser.nfe - nfe_before,
+        seconds=cost.seconds,
+        peak_memory_bytes=cost.peak_memory_bytes,
+        residuals=residuals,
+        converged=converged,
+        notes=notes,
+        trajectory=trajectory if keep_trajectory else [],
+    )

@@ -1,0 +1,31 @@
+"""Naive inversion: one network call per step, evaluated at the known (less noisy) latent.
+
+For DDIM this is the usual DDIM inversion (the network sees the target timestep, the prediction is
+taken at the current latent); for DPM-Solver++ it is the same multistep update run towards noise,
+reusing the data predictions of the earlier inverse steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffinv.denoiser import Denoiser
+from diffinv.inversion.driver import StepOutcome
+from diffinv.schedule import Point, Step
+from diffinv.solvers import Prediction, update
+
+
+def explicit_step(
+    denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]]
+) -> tuple[torch.Tensor, Prediction]:
+    """The explicit inverse of one step from `x`: network at `x`, then the solver update towards noise."""
+    prediction = denoiser.predict(x, step.timestep, step.start)
+    return update(prediction, step.start, step.end, history), prediction
+
+
+def naive_step(
+    denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
+) -> StepOutcome:
+    """`StepSolver` of naive inversion (no residual: measuring it would cost another network call)."""
+    latent, prediction = explicit_step(denoiser, x, step, history)
+    return StepOutcome(latent=latent, data_prediction=prediction.data)

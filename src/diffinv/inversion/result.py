@@ -1,0 +1,66 @@
+"""One result type for every inversion method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class InversionResult:
+    """Recovered noise z_T and latent z_0 with what recovering them cost and how close each step got.
+
+    `residuals[k]` is the relative residual ||Phi_k(x_k) - x_{k+1}|| / ||x_{k+1}|| of inverse step k (in
+    inversion order, z_0 side first) where the method measures it; `nfe` counts network calls (a
+    guided call counts once); `seconds` and `peak_memory_bytes` cover the whole inversion, the
+    decoder stage is also reported on its own.
+    """
+
+    noise: torch.Tensor
+    latent: torch.Tensor
+    method: str
+    scheduler: str
+    steps: int
+    guidance: float
+    nfe: int = 0
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    residuals: list[float] = field(default_factory=list)
+    converged: bool = True
+    notes: list[str] = field(default_factory=list)
+    trajectory: list[torch.Tensor] = field(default_factory=list)
+    decoder: str | None = None
+    decoder_seconds: float | None = None
+    decoder_peak_memory_bytes: int | None = None
+    decoder_iterations: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """A flat JSON-ready summary: settings, cost, convergence and any measured metrics."""
+        report: dict[str, Any] = {
+            "method": self.method,
+            "scheduler": self.scheduler,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "nfe": self.nfe,
+            "seconds": round(self.seconds, 4),
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "converged": self.converged,
+        }
+        if self.residuals:
+            report["max_step_residual"] = max(self.residuals)
+            report["step_residuals"] = self.residuals
+        if self.decoder is not None:
+            report.update(
+                decoder=self.decoder,
+                decoder_seconds=round(self.decoder_seconds or 0.0, 4),
+                decoder_peak_memory_bytes=self.decoder_peak_memory_bytes,
+                decoder_iterations=self.decoder_iterations,
+            )
+        report.update(self.metrics)
+        if self.notes:
+            report["notes"] = self.notes
+        return report

@@ -1,0 +1,69 @@
+"""Loading a `StableDiffusionPipeline`: the bundled model, a local diffusers folder, or a hub id."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+BUNDLED = {"tiny": "tiny"}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The named model is neither bundled, nor a diffusers folder, nor in the local hub cache."""
+
+
+def bundled_path(name: str) -> Path:
+    """Folder of a bundled model inside the installed package."""
+    return Path(str(importlib.resources.files("diffinv") / "weights" / BUNDLED[name]))
+
+
+def resolve(name_or_path: str | Path) -> Path | str:
+    """Where `name_or_path` lives: a bundled model's folder, a local folder, or a hub id (returned as is)."""
+    text = str(name_or_path)
+    if text in BUNDLED:
+        folder = bundled_path(text)
+        if not (folder / "model_index.json").is_file():
+            raise ModelNotFoundError(
+                f"the bundled model {text!r} is not installed at {folder}; train it with `python -m diffinv.train`"
+            )
+        return folder
+    path = Path(text).expanduser()
+    looks_local = path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1
+    if looks_local:
+        if not path.is_dir():
+            raise ModelNotFoundError(f"model folder {text!r} does not exist")
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(f"{text!r} is not a diffusers pipeline folder (no model_index.json in it)")
+        return path
+    return text
+
+
+def load(
+    name_or_path: str | Path = "tiny",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+) -> StableDiffusionPipeline:
+    """A `StableDiffusionPipeline` from "tiny" (bundled), a local diffusers folder, or a hub id.
+
+    Hub ids load from the local Hugging Face cache only when the hub cannot be reached; a missing
+    one raises ModelNotFoundError that names it. Device defaults to CUDA when available.
+    """
+    source = resolve(name_or_path)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            source, dtype=dtype, safety_checker=None, requires_safety_checker=False
+        )
+    except OSError as error:
+        if isinstance(source, Path):
+            raise ModelNotFoundError(f"could not load the pipeline in {source}: {error}") from error
+        raise ModelNotFoundError(
+            f"model {source!r} is not on this machine and could not be downloaded "
+            f"(no network or no such hub id); pass a local diffusers folder or 'tiny'"
+        ) from error
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

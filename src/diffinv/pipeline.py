@@ -1,0 +1,205 @@
+"""End to end: prompt + noise -> image, and image -> z_0 -> z_T, on a diffusers pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from diffinv.autoencoder import Autoencoder
+from diffinv.decoder_inversion import DECODER_METHODS, invert_decoder
+from diffinv.denoiser import Denoiser
+from diffinv.images import pil_to_tensor, tensor_to_pil
+from diffinv.inversion import InversionResult, check_method_name, invert_latent
+from diffinv.measure import measure
+from diffinv.metrics import nmse, psnr, ssim
+from diffinv.sampling import sample
+from diffinv.schedule import check_scheduler_name, make_schedule
+
+
+@dataclass
+class Generation:
+    """Images sampled from known noise: the noise, the final latent, the decoded images, the cost."""
+
+    noise: torch.Tensor
+    latent: torch.Tensor
+    image: torch.Tensor
+    scheduler: str
+    steps: int
+    guidance: float
+    nfe: int
+    seconds: float
+    peak_memory_bytes: int
+    prompt: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return tensor_to_pil(self.image)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "seed": self.seed,
+            "scheduler": self.scheduler,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "nfe": self.nfe,
+            "seconds": round(self.seconds, 4),
+            "peak_memory_bytes": self.peak_memory_bytes,
+        }
+
+
+def latent_shape(pipe, batch_size: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
+    """[B, C, h, w] of the latents for images of height x width (default: the pipeline's own size)."""
+    factor = pipe.vae_scale_factor
+    default = pipe.unet.config.sample_size * factor
+    height, width = height or default, width or default
+    if height % factor or width % factor:
+        raise ValueError(f"image size {width}x{height} is not a multiple of the VAE factor {factor}")
+    return (batch_size, pipe.unet.config.in_channels, height // factor, width // factor)
+
+
+def seeded_noise(pipe, seed: int, batch_size: int = 1, height: int | None = None, width: int | None = None) -> torch.Tensor:
+    """The float32 noise diffusers draws for `generator=torch.Generator().manual_seed(seed)`."""
+    shape = latent_shape(pipe, batch_size, height, width)
+    return randn_tensor(shape, generator=torch.Generator().manual_seed(seed), device=pipe.unet.device, dtype=torch.float32)
+
+
+def _prompts(prompt: str | Sequence[str], batch_size: int) -> list[str]:
+    return [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
+
+
+@torch.inference_mode()
+def decode(pipe, latent: torch.Tensor) -> torch.Tensor:
+    """D(z_0) as float32 images in [-1, 1]."""
+    return Autoencoder.from_pipeline(pipe).decode(latent).float().clamp(-1, 1)
+
+
+def generate(
+    pipe,
+    prompt: str | Sequence[str],
+    noise: torch.Tensor | None = None,
+    seed: int | None = None,
+    scheduler: str = "ddim",
+    steps: int = 50,
+    guidance: float = 7.5,
+    negative_prompt: str | Sequence[str] | None = None,
+    batch_size: int = 1,
+    height: int | None = None,
+    width: int | None = None,
+    progress: bool = False,
+) -> Generation:
+    """Sample images from `noise` (or the noise of `seed`) with the named sampler and guidance."""
+    schedule = make_schedule(check_scheduler_name(scheduler), pipe.scheduler.config, steps)
+    if noise is None:
+        noise = seeded_noise(pipe, 0 if seed is None else seed, batch_size, height, width)
+    noise = noise.to(pipe.unet.device, torch.float32)
+    prompts = _prompts(prompt, noise.shape[0])
+    denoiser = Denoiser.from_pipeline(pipe, prompts, noise.shape[0], guidance, schedule.prediction_type, negative_prompt)
+    with measure(noise.device) as cost:
+        latent = sample(denoiser, schedule, noise, progress=progress).final
+        image = decode(pipe, latent)
+    return Generation(
+        noise=noise, latent=latent, image=image, scheduler=scheduler, steps=steps, guidance=float(guidance),
+        nfe=denoiser.nfe, seconds=cost.seconds, peak_memory_bytes=cost.peak_memory_bytes, prompt=prompts, seed=seed,
+    )
+
+
+def _image_tensor(image: torch.Tensor | Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+    if isinstance(image, Image.Image):
+        return pil_to_tensor(image)[None]
+    if isinstance(image, torch.Tensor):
+        return image[None] if image.ndim == 3 else image
+    return torch.stack([pil_to_tensor(frame) for frame in image])
+
+
+def invert(
+    pipe,
+    image: torch.Tensor | Image.Image | Sequence[Image.Image] | None = None,
+    prompt: str | Sequence[str] = "",
+    latent: torch.Tensor | None = None,
+    scheduler: str = "ddim",
+    steps: int = 50,
+    guidance: float = 7.5,
+    method: str = "naive",
+    decoder: str = "encoder",
+    negative_prompt: str | Sequence[str] | None = None,
+    method_options: dict[str, Any] | None = None,
+    decoder_options: dict[str, Any] | None = None,
+    keep_trajectory: bool = False,
+    progress: bool = False,
+) -> InversionResult:
+    """Recover z_0 (from `image` through the decoder inversion, or the given `latent`) and then z_T.
+
+    `image` is a [B, 3, H, W] tensor in [-1, 1] or PIL image(s); exactly one of `image` and `latent`.
+    """
+    check_scheduler_name(scheduler)
+    check_method_name(method)
+    if decoder not in DECODER_METHODS:
+        raise ValueError(f"unknown decoder method {decoder!r}; choose one of {', '.join(DECODER_METHODS)}")
+    if (image is None) == (latent is None):
+        raise ValueError("give exactly one of image and latent")
+    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
+    decoded = None
+    with measure(pipe.unet.device) as total:
+        if image is not None:
+            images = _image_tensor(image).to(pipe.unet.device)
+            factor = pipe.vae_scale_factor
+            if images.shape[-1] % factor or images.shape[-2] % factor:
+                raise ValueError(f"image size {images.shape[-1]}x{images.shape[-2]} is not a multiple of the VAE factor {factor}")
+            decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder, **(decoder_options or {}))
+            latent = decoded.latent.float()
+        latent = latent.to(pipe.unet.device, torch.float32)
+        prompts = _prompts(prompt, latent.shape[0])
+        denoiser = Denoiser.from_pipeline(pipe, prompts, latent.shape[0], guidance, schedule.prediction_type, negative_prompt)
+        result = invert_latent(
+            denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress, **(method_options or {})
+        )
+    result.seconds = total.seconds
+    result.peak_memory_bytes = max(total.peak_memory_bytes, result.peak_memory_bytes)
+    if decoded is not None:
+        result.decoder = decoder
+        result.decoder_seconds = decoded.seconds
+        result.decoder_peak_memory_bytes = decoded.peak_memory_bytes
+        result.decoder_iterations = decoded.iterations
+        result.converged = result.converged and decoded.converged
+    return result
+
+
+def reconstruct(
+    pipe,
+    result: InversionResult,
+    prompt: str | Sequence[str] = "",
+    negative_prompt: str | Sequence[str] | None = None,
+) -> Generation:
+    """Regenerate from the recovered noise with the inversion's sampler, steps and guidance."""
+    return generate(
+        pipe, prompt, noise=result.noise, scheduler=result.scheduler, steps=result.steps, guidance=result.guidance,
+        negative_prompt=negative_prompt,
+    )
+
+
+def score(
+    result: InversionResult,
+    reconstruction: Generation | None = None,
+    image: torch.Tensor | None = None,
+    true_noise: torch.Tensor | None = None,
+    true_latent: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """The standard metrics that the given references allow; also stored in `result.metrics`."""
+    metrics: dict[str, float] = {}
+    if true_noise is not None:
+        metrics["noise_nmse"] = nmse(result.noise, true_noise)
+    if true_latent is not None:
+        metrics["latent_nmse"] = nmse(result.latent, true_latent)
+    if reconstruction is not None and image is not None:
+        metrics["psnr"] = psnr(reconstruction.image, image)
+        metrics["ssim"] = ssim(reconstruction.image, image)
+    result.metrics.update(metrics)
+    return metrics
