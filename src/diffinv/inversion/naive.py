@@ -12,14 +12,23 @@ import torch
 from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import StepOutcome
 from diffinv.schedule import Point, Step
-from diffinv.solvers import Prediction, update
+from diffinv.solvers import Prediction, predict, update
 
 
 def explicit_step(
-    denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]]
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    step: Step,
+    history: list[tuple[Point, torch.Tensor]],
+    evaluate_at: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Prediction]:
-    """The explicit inverse of one step from `x`: network at `x`, then the solver update towards noise."""
-    prediction = denoiser.predict(x, step.timestep, step.start)
+    """The explicit inverse of one step from the known latent `x`, towards noise.
+
+    The network is evaluated at `evaluate_at` (default `x`, the naive choice; fixed-point methods pass
+    their current estimate of the noisier latent) and its output is read as the prediction at `x`.
+    """
+    output = denoiser.output(x if evaluate_at is None else evaluate_at, step.timestep)
+    prediction = predict(output, x, step.start, denoiser.prediction_type)
     return update(prediction, step.start, step.end, history), prediction
 
 
