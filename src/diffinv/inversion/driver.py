@@ -37,7 +37,10 @@ class StepOutcome:
     converged: bool = True
 
 
-#: (denoiser, latent at the step's start, the inverse step, usable (level, x0) history, index in inversion order) -> outcome
+#: (denoiser, latent at the step's start, the inverse step, usable (level, x0) history, index in inversion order) -> outcome.
+#: A solver that needs a pass over the whole run first (e.g. to estimate neighbouring steps' predictions)
+#: may also have a `prepare(denoiser, schedule, latent)` method; the driver calls it inside the measured
+#: block, so its network calls, time and memory count.
 StepSolver = Callable[[Denoiser, torch.Tensor, Step, list[tuple[Point, torch.Tensor]], int], StepOutcome]
 
 
@@ -75,6 +78,9 @@ def run_inversion(
     residuals: list[float] = []
     converged = True
     with measure(latent.device) as cost:
+        prepare = getattr(solve_step, "prepare", None)
+        if prepare is not None:
+            prepare(denoiser, schedule, x)
         for position, step in enumerate(tqdm(steps, desc=f"inverting ({method})", disable=not progress, leave=False)):
             history = usable_history(step.start, list(zip(step.history, data_predictions)), step.order)
             outcome = solve_step(denoiser, x, step, history, position)
