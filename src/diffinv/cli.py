@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print one table and write JSON.")
 app.add_typer(bench_app, name="bench")
+watermark_app = typer.Typer(no_args_is_help=True, help="Tree-Ring watermarks: embed in the noise, detect through inversion.")
+app.add_typer(watermark_app, name="watermark")
 
 MODEL_HELP = "'tiny' (bundled), a local diffusers folder, or a hub id"
 
@@ -167,6 +169,92 @@ def invert(
             save_images(folder, reconstruction.images, "reconstruction")
             write_json(folder / "report.json", report)
         echo_report(report)
+
+
+@watermark_app.command("embed")
+def watermark_embed(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="text prompt"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    key: Optional[Path] = typer.Option(None, help="reuse this key file (default: make a new one, saved as OUT/key.safetensors)"),
+    seed: int = typer.Option(0, help="seed of the initial noise"),
+    key_seed: int = typer.Option(0, help="seed of a new key"),
+    channel: int = typer.Option(-1, help="latent channel that carries a new key (Tree-Ring: the last)"),
+    radius: Optional[int] = typer.Option(None, help="radius of a new key in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
+    pattern: str = typer.Option("ring", help="ring, rand or zeros"),
+    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    steps: int = typer.Option(50, help="number of sampling steps"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+) -> None:
+    """Generate an image whose initial noise carries a Tree-Ring key; write image, key, noise, report."""
+    with user_errors():
+        from diffinv.loading import load
+        from diffinv.outputs import save_tensor, staged_folder, write_json
+        from diffinv.pipeline import latent_shape
+        from diffinv.schedule import check_scheduler_name
+        from diffinv.watermark import WatermarkKey, generate_watermarked, make_key
+
+        check_scheduler_name(scheduler)
+        pipe = load(model)
+        shape = latent_shape(pipe, 1)[1:]
+        the_key = WatermarkKey.load(key) if key else make_key(shape, channel, radius, pattern, key_seed)
+        result = generate_watermarked(pipe, prompt, the_key, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance, progress=True)
+        report = {"model": model, **result.report, "key": {"channel": the_key.channel, "radius": the_key.radius, "pattern": the_key.kind, "seed": the_key.seed}}
+        with staged_folder(out) as folder:
+            save_images(folder, result.images, "image")
+            the_key.save(folder / "key.safetensors")
+            save_tensor(folder / "noise.safetensors", "noise", result.noise)
+            save_tensor(folder / "latent.safetensors", "latent", result.latent)
+            write_json(folder / "report.json", report)
+        echo_report(report)
+
+
+@watermark_app.command("detect")
+def watermark_detect(
+    images: list[Path] = typer.Argument(..., help="image files"),
+    key: Path = typer.Option(..., help="key file written by `watermark embed`"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    prompt: str = typer.Option("", "--prompt", "-p", help="prompt for inversion (Tree-Ring: empty)"),
+    scheduler: str = typer.Option("ddim", help="sampler to invert"),
+    steps: int = typer.Option(50, help="number of steps to invert"),
+    guidance: float = typer.Option(1.0, help="guidance used for inversion (Tree-Ring: 1)"),
+    method: str = typer.Option("naive", help="sampler inversion method"),
+    decoder: str = typer.Option("encoder", help="decoder inversion method"),
+    method_option: Optional[list[str]] = typer.Option(None, "--method-option", help="KEY=VALUE for the method, repeatable"),
+    decoder_option: Optional[list[str]] = typer.Option(None, "--decoder-option", help="KEY=VALUE for the decoder, repeatable"),
+    attack: str = typer.Option("clean", help="attack the images first: jpeg[:q], rotation[:deg], crop[:keep], blur[:r], noise[:std], brightness[:f]"),
+    threshold: float = typer.Option(0.01, help="p-value below which an image is called watermarked"),
+    resize: bool = typer.Option(False, help="resize images to the model's size"),
+) -> None:
+    """Invert images to their noise and print, per image, the distance to the key and a p-value."""
+    with user_errors():
+        import torch
+
+        from diffinv.attacks import apply_attack, check_attack
+        from diffinv.decoder_inversion import DECODER_METHODS
+        from diffinv.images import load_images, pil_to_tensor, tensor_to_pil
+        from diffinv.inversion import check_method_name
+        from diffinv.loading import load
+        from diffinv.schedule import check_scheduler_name
+        from diffinv.watermark import WatermarkKey, detect
+
+        check_scheduler_name(scheduler)
+        check_method_name(method)
+        if decoder not in DECODER_METHODS:
+            raise ValueError(f"unknown decoder method {decoder!r}; choose one of {', '.join(DECODER_METHODS)}")
+        check_attack(attack)
+        the_key = WatermarkKey.load(key)
+        pipe = load(model)
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        loaded = load_images(images, pipe.vae_scale_factor, size=(size, size), resize=resize)
+        for note in loaded.notes:
+            typer.echo(f"note: {note}", err=True)
+        attacked = [pil_to_tensor(apply_attack(image, attack)) for image in tensor_to_pil(loaded.tensor)]
+        found = detect(pipe, torch.stack(attacked), the_key, prompt=prompt, scheduler=scheduler, steps=steps,
+                       guidance=guidance, method=method, decoder=decoder, method_options=parse_options(method_option),
+                       decoder_options=parse_options(decoder_option), progress=True)
+        rows = [{"image": str(path), "attack": attack, **row} for path, row in zip(images, found.report(threshold))]
+        echo_report({"model": model, "images": rows, "inversion": found.inversion.report})
 
 
 def quiet_libraries() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
@@ -40,7 +41,10 @@ def load_tensor(path: str | Path, key: str) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except SafetensorError:
+        raise ValueError(f"{path} is not a safetensors file") from None
     if key in tensors:
         return tensors[key]
     if len(tensors) == 1:
