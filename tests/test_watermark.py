@@ -91,3 +91,22 @@ def test_cli_embed_and_detect(model_dir, tmp_path):
     result = runner.invoke(app, ["watermark", "detect", str(out / "image.png"), "--key", str(out / "image.png"),
                                  "--model", str(model_dir)])
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
+    from diffinv.bench.watermark import auc, tpr_at_fpr
+
+    assert auc([3, 4], [1, 2]) == 1.0 and auc([1, 2], [3, 4]) == 0.0
+    assert tpr_at_fpr([0.1, 0.2, 5.0], [1.0, 2.0, 3.0]) == pytest.approx(2 / 3)
+    runner = CliRunner()
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "3", "--steps", "3",
+                                 "--pipelines", "encoder+naive", "--attacks", "clean,jpeg", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["attack"], row["pipeline"]) for row in rows] == [("clean", "encoder+naive"), ("jpeg", "encoder+naive")]
+    for row in rows:
+        assert 0 <= row["auc"] <= 1 and 0 <= row["accuracy"] <= 1 and row["nfe"] == 3 and row["peak_memory_bytes"] >= 0
+    assert "TPR@1%FPR" in result.output
+    result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--pipelines", "encoder"])
+    assert result.exit_code == 2 and "DECODER+METHOD" in result.output
