@@ -115,3 +115,21 @@ def test_parse_options():
     assert parse_options(["tol=1e-3", "max-iterations=20", "anderson=true", "solver=gd"]) == {
         "tol": 1e-3, "max_iterations": 20, "anderson": True, "solver": "gd"
     }
+
+
+def test_decoder_benchmark_and_cocoercivity_commands(model_dir, tmp_path):
+    out, plot = tmp_path / "decoder.json", tmp_path / "pareto.png"
+    result = run("bench", "decoder-inversion", "--model", model_dir, "--frames", "1,2", "--iterations", "3",
+                 "--methods", "encoder,gradient-free,gradient:lr=0.01;schedule=false", "--json", out, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert {(row["frames"], row["method"]) for row in rows} == {
+        (frames, method) for frames in (1, 2) for method in ("encoder", "gradient-free", "gradient:lr=0.01,schedule=false")
+    }
+    assert all(row["peak_memory_bytes"] >= 0 and row["seconds"] > 0 for row in rows)
+    assert plot.stat().st_size > 0 and "decoder inversion, frames=2, dtype=float32" in result.output
+    result = run("bench", "decoder-inversion", "--model", model_dir, "--frames", "one")
+    assert result.exit_code == 2 and "whole numbers" in result.output
+    result = run("check-cocoercivity", "--model", model_dir, "--n", 1, "--iterations", 2)
+    assert result.exit_code == 0, result.output
+    assert "beta_min=" in result.output and "condition" in result.output

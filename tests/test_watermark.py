@@ -101,7 +101,7 @@ def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "bench.json"
     result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "3", "--steps", "3",
-                                 "--pipelines", "encoder+naive", "--attacks", "clean,jpeg", "--json", str(out)])
+                                 "--pipelines", "encoder+naive", "--attacks", "clean,jpeg", "--known-prompt", "--json", str(out)])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
     assert [(row["attack"], row["pipeline"]) for row in rows] == [("clean", "encoder+naive"), ("jpeg", "encoder+naive")]

@@ -9,6 +9,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 BUNDLED = {"tiny": "tiny"}
+#: dtype names the CLI and the benchmarks accept.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -18,6 +20,16 @@ class ModelNotFoundError(FileNotFoundError):
 def bundled_path(name: str) -> Path:
     """Folder of a bundled model inside the installed package."""
     return Path(str(importlib.resources.files("diffinv") / "weights" / BUNDLED[name]))
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from its name ("float32", "float16", "bfloat16"), or the dtype itself."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def resolve(name_or_path: str | Path) -> Path | str:
@@ -43,7 +55,7 @@ def resolve(name_or_path: str | Path) -> Path | str:
 
 def load(
     name_or_path: str | Path = "tiny",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = None,
 ) -> StableDiffusionPipeline:
     """A `StableDiffusionPipeline` from "tiny" (bundled), a local diffusers folder, or a hub id.
@@ -52,6 +64,7 @@ def load(
     one raises ModelNotFoundError that names it. Device defaults to CUDA when available.
     """
     source = resolve(name_or_path)
+    dtype = parse_dtype(dtype)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             source, dtype=dtype, safety_checker=None, requires_safety_checker=False

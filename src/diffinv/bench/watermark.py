@@ -68,6 +68,7 @@ class WatermarkSet:
     images: torch.Tensor
     key_index: torch.Tensor  # -1 for clean
     keys: list[WatermarkKey]
+    prompts: list[str]
 
 
 def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str, steps: int, guidance: float, seed: int = 0) -> WatermarkSet:
@@ -82,7 +83,7 @@ def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str, steps: int
             noise = embed(noise, keys[label])
         batches.append(generate(pipe, chosen, noise=noise, scheduler=scheduler, steps=steps, guidance=guidance).image)
         labels += [label] * n
-    return WatermarkSet(torch.cat(batches), torch.tensor(labels), keys)
+    return WatermarkSet(torch.cat(batches), torch.tensor(labels), keys, chosen * 4)
 
 
 def run_watermark_benchmark(
@@ -94,15 +95,22 @@ def run_watermark_benchmark(
     scheduler: str = "ddim",
     steps: int = 50,
     generation_guidance: float = 7.5,
-    inversion_prompt: str = "",
     inversion_guidance: float = 1.0,
+    known_prompt: bool = False,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Rows of detection and attribution results, one per (attack, pipeline)."""
+    """Rows of detection and attribution results, one per (attack, pipeline).
+
+    Inversion uses the empty prompt at `inversion_guidance` (Tree-Ring's setting), or with
+    `known_prompt` each image's own prompt at the generation guidance (the exact-inversion setting).
+    """
     parsed = [parse_pipeline(spec) for spec in pipelines]
     for attack in attacks:
         check_attack(attack)
     data = make_images(pipe, n, prompts, scheduler, steps, generation_guidance, seed)
+    inversion_prompt = data.prompts if known_prompt else ""
+    if known_prompt:
+        inversion_guidance = generation_guidance
     rows = []
     progress = tqdm(total=len(attacks) * len(parsed), desc="watermark bench", leave=False)
     for attack in attacks:
@@ -118,7 +126,7 @@ def run_watermark_benchmark(
             correct = int((predicted == data.key_index[marked]).sum())
             rows.append({
                 "attack": attack, "pipeline": spec, "decoder": decoder, "method": method, "scheduler": scheduler,
-                "steps": steps, "guidance": inversion_guidance, "generation_guidance": generation_guidance, "n": n,
+                "steps": steps, "guidance": inversion_guidance, "generation_guidance": generation_guidance, "known_prompt": known_prompt, "n": n,
                 "auc": auc((-scores[first]).tolist(), (-scores[clean]).tolist()),
                 "tpr_at_1fpr": tpr_at_fpr(scores[first].tolist(), scores[clean].tolist()),
                 "accuracy": correct / int(marked.sum()), "correct": f"{correct}/{int(marked.sum())}",

@@ -8,13 +8,21 @@ import torch
 
 from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import InversionDiverged, StepSolver, run_inversion
+from diffinv.inversion.easyinv import EasyInv
+from diffinv.inversion.exact import make_exact, make_fixed_point
 from diffinv.inversion.naive import naive_step
+from diffinv.inversion.options import checked_factory
+from diffinv.inversion.renoise import ReNoise
 from diffinv.inversion.result import InversionResult
 from diffinv.schedule import Schedule
 
 #: Method name -> factory that takes the method's options and returns its per-step solver.
 METHODS: dict[str, Callable[..., StepSolver]] = {
     "naive": lambda: naive_step,
+    "easyinv": checked_factory("easyinv", EasyInv),
+    "renoise": checked_factory("renoise", ReNoise),
+    "exact": make_exact,
+    "fixed-point": make_fixed_point,
 }
 
 

@@ -1,0 +1,349 @@
+"""Benchmark of the decoder inversions: latent NMSE and PSNR against seconds and peak memory.
+
+For each dtype, frame count and iteration count, every method variant inverts the same images (by
+default decoded from seeded Gaussian latents, so the true latent is known) in its own measured run.
+The result is a list of flat rows (also written as ``{"rows": [...]}`` JSON), one text table per frame
+count, and a Pareto plot of latent NMSE (dB) against seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import gc
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from diffinv.autoencoder import Autoencoder
+from diffinv.bench.tables import format_table, write_rows
+from diffinv.decoder_inversion import DECODER_METHODS, invert_decoder
+from diffinv.metrics import nmse, psnr, to_db
+
+#: The variants run when `methods` is not given: the paper's comparison (gradient: lr 0.1 scheduled, 0.01 fixed).
+DEFAULT_VARIANTS: tuple[str, ...] = (
+    "encoder",
+    "forward-step",
+    "inertial-km",
+    "gradient-free",
+    "gradient",
+    "gradient:lr=0.01,schedule=false",
+)
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name"`` or ``"name:key=value,key=value"`` -> (method name, options); values become bool/int/float when they look so."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if name not in DECODER_METHODS:
+        raise ValueError(f"unknown decoder method {name!r} in {spec!r}; choose one of {', '.join(DECODER_METHODS)}")
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"option {item!r} in {spec!r} is not key=value")
+        options[key.strip()] = _parse_value(value.strip())
+    if "iterations" in options:
+        raise ValueError(f"{spec!r}: give iteration counts through `iterations`, not per variant")
+    return name, options
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _as_autoencoder(model: Any) -> Autoencoder:
+    if isinstance(model, Autoencoder):
+        return model
+    if hasattr(model, "vae"):
+        return Autoencoder.from_pipeline(model)
+    if hasattr(model, "decode") and hasattr(model, "config"):
+        return Autoencoder(model)
+    raise TypeError(f"expected a diffusers pipeline, an AutoencoderKL or an Autoencoder, got {type(model).__name__}")
+
+
+def _latent_shape(model: Any, autoencoder: Autoencoder, latent_size: int | None) -> tuple[int, int]:
+    if latent_size is None:
+        unet = getattr(model, "unet", None)
+        if unet is not None:
+            latent_size = int(unet.config.sample_size)
+        else:
+            latent_size = int(autoencoder.vae.config.sample_size) // autoencoder.factor
+    return int(latent_size), int(autoencoder.vae.config.latent_channels)
+
+
+def _release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS, so each run's RSS growth is its own."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run_decoder_benchmark(
+    pipe_or_autoencoder: Any,
+    frames: Sequence[int] = (1, 4, 16),
+    iterations: Sequence[int] = (20, 50, 100, 200),
+    methods: Sequence[str] | None = None,
+    dtype: str | Sequence[str] = "float32",
+    out_json: str | Path | None = None,
+    out_plot: str | Path | None = None,
+    *,
+    latents: torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
+    latent_size: int | None = None,
+    sample_prompts: Sequence[str] | None = None,
+    sample_steps: int = 20,
+    guidance: float = 7.5,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    model_name: str | None = None,
+    progress: bool = True,
+    print_tables: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every method variant for every dtype x frame count x iteration count; return the rows.
+
+    `methods` are variant specs (`parse_variant`), by default `DEFAULT_VARIANTS`. The images are
+    `images` if given (no true latent then: latent_nmse is None), else D(`latents`), else D(z) for
+    latents z the pipeline samples from `sample_prompts` (cycled; `sample_steps` steps of its own
+    scheduler, guidance `guidance`), else D(z) for seeded z ~ N(0, I) of the model's latent size; the
+    first max(frames) are used. "encoder" runs once
+    per frame count (iterations 0). "gradient" is skipped for float16 (it would run in float32 anyway).
+    Divergent runs are kept as rows with converged False and their reason.
+    """
+    autoencoder = _as_autoencoder(pipe_or_autoencoder)
+    dtypes = [dtype] if isinstance(dtype, str) else list(dtype)
+    variants = [parse_variant(spec) for spec in (methods or DEFAULT_VARIANTS)]
+    frames = sorted({int(f) for f in frames})
+    iterations = sorted({int(n) for n in iterations})
+    if not frames or min(frames) < 1 or not iterations or min(iterations) < 1:
+        raise ValueError("frames and iterations must be non-empty lists of positive integers")
+    name = model_name or str(getattr(getattr(autoencoder.vae, "config", None), "_name_or_path", "") or "autoencoder")
+    device = autoencoder.device
+
+    if images is None and latents is None and sample_prompts:
+        if not hasattr(pipe_or_autoencoder, "unet"):
+            raise ValueError("sample_prompts needs a pipeline, not a bare autoencoder")
+        prompts = [sample_prompts[i % len(sample_prompts)] for i in range(max(frames))]
+        with torch.inference_mode():
+            latents = pipe_or_autoencoder(
+                prompt=prompts,
+                num_inference_steps=sample_steps,
+                guidance_scale=guidance,
+                output_type="latent",
+                generator=torch.Generator().manual_seed(seed),
+            ).images.float().cpu()
+        source = "sampled latents"
+    elif images is None:
+        source = "given latents" if latents is not None else "random latents"
+    if images is None:
+        if latents is None:
+            size, channels = _latent_shape(pipe_or_autoencoder, autoencoder, latent_size)
+            generator = torch.Generator().manual_seed(seed)
+            latents = torch.randn(max(frames), channels, size, size, generator=generator)
+        if latents.shape[0] < max(frames):
+            raise ValueError(f"{latents.shape[0]} latents for up to {max(frames)} frames")
+    elif images.shape[0] < max(frames):
+        raise ValueError(f"{images.shape[0]} images for up to {max(frames)} frames")
+    else:
+        source = "given images"
+
+    plan = []
+    for dt in dtypes:
+        for count in frames:
+            for method, options in variants:
+                if method == "gradient" and dt == "float16":
+                    continue
+                for n in [0] if method == "encoder" else iterations:
+                    plan.append((dt, count, method, options, n))
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(plan), desc="decoder benchmark", disable=not progress)
+    for dt in dtypes:
+        torch_dtype = getattr(torch, dt, None)
+        if not isinstance(torch_dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {dt!r}")
+        model = autoencoder if autoencoder.dtype == torch_dtype else Autoencoder(copy.deepcopy(autoencoder.vae).to(torch_dtype))
+        with torch.inference_mode():
+            if images is None:
+                truth = latents[: max(frames)].to(device, torch_dtype)
+                x_all = torch.cat([model.decode(z[None]) for z in truth]).float()
+            else:
+                truth = None
+                x_all = images[: max(frames)].to(device).float()
+            model.decode(model.encode(x_all[:1]))  # warm-up outside any measurement
+        for count in frames:
+            x = x_all[:count]
+            for method, options in variants:
+                if method == "gradient" and dt == "float16":
+                    continue
+                for n in [0] if method == "encoder" else iterations:
+                    bar.set_postfix_str(f"{dt} frames={count} {method} n={n}")
+                    _release_memory()
+                    run_options = dict(options, chunk_size=chunk_size, on_divergence="warn", progress=False)
+                    if method != "encoder":
+                        run_options["iterations"] = n
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        result = invert_decoder(model, x, method, **run_options)
+                    rows.append(_row(model, x, truth, result, method, options, name, source, count, n))
+                    bar.update(1)
+    bar.close()
+
+    if print_tables:
+        print(format_tables(rows))
+    if out_json is not None:
+        write_rows(out_json, rows)
+    if out_plot is not None:
+        plot_pareto(rows, out_plot)
+    return rows
+
+
+def _variant_label(method: str, options: dict[str, Any]) -> str:
+    if not options:
+        return method
+    return method + ":" + ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items())
+
+
+def _row(
+    model: Autoencoder,
+    x: torch.Tensor,
+    truth: torch.Tensor | None,
+    result,
+    method: str,
+    options: dict[str, Any],
+    model_name: str,
+    source: str,
+    frames: int,
+    iterations: int,
+) -> dict[str, Any]:
+    with torch.inference_mode():
+        recon = torch.cat([model.decode(z[None]) for z in result.latent]).float()
+    latent_nmse = nmse(result.latent, truth[:frames]) if truth is not None else None
+    effective = result.options
+    row: dict[str, Any] = {
+        "method": _variant_label(method, options),
+        "decoder": method,
+        "model": model_name,
+        "image": source,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "compute_dtype": result.dtype,
+        "frames": frames,
+        "iterations": iterations,
+        "lr": effective.get("lr"),
+        "schedule": effective.get("schedule"),
+        "step_size": (
+            effective.get("rho")
+            if method == "forward-step"
+            else 2 * effective["lam"] * effective["beta"] if method == "inertial-km" else None
+        ),
+        "alpha": effective.get("alpha"),
+        "latent_nmse": latent_nmse,
+        "latent_nmse_db": to_db(latent_nmse) if latent_nmse is not None and math.isfinite(latent_nmse) else None,
+        "psnr": psnr(recon, x),
+        "residual": result.residuals[-1],
+        "residual_start": result.residuals[0],
+        "latent_residual": result.latent_residuals[-1] if result.latent_residuals else None,
+        "seconds": result.seconds,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "converged": result.converged,
+        "reason": result.reason,
+        "cocoercivity_min": result.cocoercivity_min,
+        "condition_holds": result.condition.holds if result.condition is not None else None,
+    }
+    return {key: _finite(value) for key, value in row.items()}
+
+
+#: Columns of the per-frame-count tables.
+COLUMNS = [
+    ("method", "method", ""), ("compute_dtype", "dtype", ""), ("iterations", "iters", "d"),
+    ("latent_nmse_db", "NMSE dB", ".2f"), ("psnr", "PSNR", ".2f"), ("seconds", "seconds", ".3f"),
+    ("peak_memory_mb", "peak MB", ".1f"), ("cocoercivity_min", "beta_min", ".3g"), ("condition", "cond", ""),
+    ("status", "status", ""),
+]
+
+
+def format_tables(rows: list[dict[str, Any]]) -> str:
+    """One text table per frame count (and dtype), rows in run order."""
+    blocks = []
+    for count, dt in sorted({(r["frames"], r["dtype"]) for r in rows}):
+        shown = [
+            {
+                **r,
+                "peak_memory_mb": r["peak_memory_bytes"] / 2**20,
+                "condition": {True: "yes", False: "NO", None: None}[r["condition_holds"]],
+                "status": "ok" if r["converged"] else "DIVERGED",
+            }
+            for r in rows
+            if r["frames"] == count and r["dtype"] == dt
+        ]
+        blocks.append(format_table(shown, COLUMNS, title=f"decoder inversion, frames={count}, dtype={dt}"))
+    legend = "beta_min: smallest cocoercivity ratio seen along the run; cond: the step-size condition of the theory"
+    return "\n\n".join(blocks) + "\n" + legend
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Latent NMSE (dB; -PSNR when no true latent) against seconds, one panel per frame count, one line per variant and dtype."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = sorted({r["frames"] for r in rows})
+    use_nmse = any(r["latent_nmse_db"] is not None for r in rows)
+    fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 4.5), squeeze=False)
+    for ax, count in zip(axes[0], counts):
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["frames"] == count:
+                groups.setdefault((r["method"], r["dtype"]), []).append(r)
+        for (label, dt), group in groups.items():
+            points = []
+            for r in sorted(group, key=lambda r: r["iterations"]):
+                y = r["latent_nmse_db"] if use_nmse else (-r["psnr"] if r["psnr"] is not None else None)
+                if y is not None and r["seconds"] is not None:
+                    points.append((r["seconds"], y, r["converged"]))
+            if not points:
+                continue
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                    linestyle="-" if dt == "float32" else "--", label=f"{label} ({dt})")
+            bad = [p for p in points if not p[2]]
+            if bad:
+                ax.scatter([p[0] for p in bad], [p[1] for p in bad], marker="x", color="red", s=60, zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("latent NMSE (dB)" if use_nmse else "-PSNR (dB)")
+        ax.set_title(f"{count} frame{'s' if count > 1 else ''}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle("Decoder inversion: error against time (lower left is better; x = diverged)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

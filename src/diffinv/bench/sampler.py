@@ -1,0 +1,166 @@
+"""Benchmark of the sampler inversions: generate from known noise, invert, compare with the truth.
+
+For each sampler (name and steps) and guidance scale, `n` latents z_0 are sampled from seeded noise
+z_T; every method then recovers z_T from z_0 (and, with `image=True`, from the decoded image through
+a decoder inversion first). Each row is one (method, sampler, guidance, source) averaged over the n
+inversions: noise and latent NMSE, network calls, seconds and peak memory per inversion, whether every
+step met its tolerance. A method that blows up gets a row with NaN errors and `converged=False`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from diffinv.autoencoder import Autoencoder
+from diffinv.bench.tables import Column, format_table
+from diffinv.decoder_inversion import invert_decoder
+from diffinv.denoiser import Denoiser
+from diffinv.inversion import METHODS, InversionDiverged, InversionResult, invert_latent
+from diffinv.metrics import nmse
+from diffinv.pipeline import decode, seeded_noise
+from diffinv.sampling import sample
+from diffinv.schedule import check_scheduler_name, make_schedule
+
+#: Benchmark method labels -> (registered method, options). The tolerance of the iterative ones is `tol`.
+METHOD_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "naive": ("naive", {}),
+    "fixed-point": ("fixed-point", {}),
+    "exact": ("exact", {}),
+    "exact-gd": ("exact", {"solver": "gradient"}),
+    "exact-aa": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2}),
+}
+DEFAULT_METHODS = tuple(METHOD_PRESETS)
+DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))
+DEFAULT_GUIDANCES = (1.0, 3.0, 7.5)
+DEFAULT_PROMPT = "a red circle on a blue background"
+#: Methods whose per-step tolerance the benchmark sets.
+TOLERANT = ("exact", "fixed-point")
+
+COLUMNS: list[Column] = [
+    ("method", "method", ""),
+    ("scheduler", "sampler", ""),
+    ("steps", "steps", ""),
+    ("guidance", "w", "g"),
+    ("source", "from", ""),
+    ("noise_nmse", "noise NMSE", ".2e"),
+    ("latent_nmse", "latent NMSE", ".2e"),
+    ("nfe", "NFE", ".0f"),
+    ("seconds", "seconds", ".2f"),
+    ("peak_memory_mb", "peak MB", ".1f"),
+    ("max_step_residual", "max step res", ".1e"),
+    ("converged", "converged", ""),
+]
+
+
+def parse_schedulers(text: str) -> list[tuple[str, int]]:
+    """``"ddim:50,dpm++2m:10"`` -> [("ddim", 50), ("dpm++2m", 10)]."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, steps = item.partition(":")
+        if not sep or not steps.strip().isdigit():
+            raise ValueError(f"scheduler {item!r} is not NAME:STEPS (e.g. ddim:50)")
+        pairs.append((check_scheduler_name(name.strip()), int(steps)))
+    if not pairs:
+        raise ValueError("no scheduler given")
+    return pairs
+
+
+def resolve_method(label: str, tol: float | None) -> tuple[str, dict[str, Any]]:
+    """A benchmark label (a preset, or any registered method with its defaults) -> (method, options)."""
+    if label in METHOD_PRESETS:
+        method, options = METHOD_PRESETS[label]
+    elif label in METHODS:
+        method, options = label, {}
+    else:
+        raise ValueError(f"unknown method {label!r}; choose from {', '.join(sorted(set(METHOD_PRESETS) | set(METHODS)))}")
+    if method in TOLERANT and tol is not None:
+        options = {**options, "tol": tol}
+    METHODS[method](**options)  # refuse bad options before any work
+    return method, options
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _summary(results: list[InversionResult | None], noises: list[torch.Tensor], latents: list[torch.Tensor]) -> dict[str, Any]:
+    """Mean errors and cost over the n inversions (NaN errors if any inversion blew up)."""
+    done = [(result, noise, latent) for result, noise, latent in zip(results, noises, latents) if result is not None]
+    diverged = len(results) - len(done)
+    residuals = [max(result.residuals) for result, _, _ in done if result.residuals]
+    row: dict[str, Any] = {
+        "noise_nmse": float("nan") if diverged else _mean([nmse(r.noise, z) for r, z, _ in done]),
+        "latent_nmse": float("nan") if diverged else _mean([nmse(r.latent, z) for r, _, z in done]),
+        "nfe": _mean([r.nfe for r, _, _ in done]),
+        "seconds": _mean([r.seconds + (r.decoder_seconds or 0.0) for r, _, _ in done]),
+        "peak_memory_bytes": max([r.peak_memory_bytes for r, _, _ in done], default=0),
+        "max_step_residual": max(residuals) if residuals else None,
+        "converged": not diverged and all(r.converged for r, _, _ in done),
+        "diverged": diverged,
+    }
+    row["peak_memory_mb"] = row["peak_memory_bytes"] / 2**20
+    return row
+
+
+def run_sampler_benchmark(
+    pipe,
+    n: int = 4,
+    schedulers: Sequence[tuple[str, int]] = DEFAULT_SCHEDULERS,
+    guidances: Sequence[float] = DEFAULT_GUIDANCES,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    prompt: str = DEFAULT_PROMPT,
+    seed: int = 0,
+    tol: float | None = 1e-5,
+    image: bool = False,
+    decoder: str = "gradient",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows of the benchmark (see the module docstring); `image=True` adds rows inverted from the image."""
+    resolved = {label: resolve_method(label, tol) for label in methods}
+    sources = ["latent", "image"] if image else ["latent"]
+    rows: list[dict[str, Any]] = []
+    jobs = [(name, steps, guidance) for name, steps in schedulers for guidance in guidances]
+    bar = tqdm(total=len(jobs) * len(methods) * len(sources), desc="sampler inversion", disable=not progress)
+    for name, steps, guidance in jobs:
+        schedule = make_schedule(name, pipe.scheduler.config, steps)
+        denoiser = Denoiser.from_pipeline(pipe, prompt, 1, guidance, schedule.prediction_type)
+        noises = [seeded_noise(pipe, seed + index) for index in range(n)]
+        latents = [sample(denoiser, schedule, noise).final for noise in noises]
+        starts = {"latent": (latents, [None] * n)}
+        if image:
+            autoencoder = Autoencoder.from_pipeline(pipe)
+            decoded = [invert_decoder(autoencoder, decode(pipe, latent), method=decoder) for latent in latents]
+            starts["image"] = ([d.latent.float() for d in decoded], decoded)
+        for source in sources:
+            inputs, decoded = starts[source]
+            for label in methods:
+                method, options = resolved[label]
+                results: list[InversionResult | None] = []
+                for start, stage in zip(inputs, decoded):
+                    try:
+                        result = invert_latent(denoiser, schedule, start, method, **options)
+                    except InversionDiverged:
+                        result = None
+                    if result is not None and stage is not None:
+                        result.decoder, result.decoder_seconds = decoder, stage.seconds
+                        result.converged = result.converged and stage.converged
+                    results.append(result)
+                rows.append({
+                    "method": label, "decoder": decoder if source == "image" else None, "scheduler": name,
+                    "steps": steps, "guidance": float(guidance), "dtype": str(denoiser.dtype).removeprefix("torch."),
+                    "image": source == "image", "source": source, "n": n,
+                    "options": ",".join(f"{key}={value}" for key, value in options.items()),
+                    **_summary(results, noises, latents),
+                })
+                bar.update()
+    bar.close()
+    return rows
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """The benchmark's text table."""
+    return format_table(rows, COLUMNS)

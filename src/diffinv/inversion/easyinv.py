@@ -1,0 +1,106 @@
+"""EasyInv (Zhang, Lin, Yan, Ji, arXiv 2408.05159): naive inversion plus a blend with the previous latent.
+
+Inside a window of inverse steps the latent just reached is pulled back towards the one before it,
+
+    z_i <- eta * z_i + (1 - eta) * z_{i-1},
+
+which raises the weight of the clean latent z_0 in every later latent and damps the error that naive
+inversion accumulates. No extra network calls: the cost is naive inversion's.
+
+Which latents are blended: z_i (the latent after i inverse steps, z_0 the clean one) for every i with
+``start * N < i < end * N``, N the number of steps, both bounds strict, as in the authors' code
+(``inject_steps * N < i < (inject_steps + inject_len) * N``). Defaults from the authors: eta 0.5 and
+the window 5%..25% for SD 1.x-class models (``preset="sd"``); eta 0.8 and 85%..95% for SDXL-class
+models (``preset="sdxl"``).
+
+Blend order. The paper (Eq. 16) blends the *result* of an inverse step with its input, so the next
+step's network call sees the blended latent (``order="paper"``, the default). The authors' public code
+(potato-kitty/EasyInv, ``utilsV14.invert`` and ``EasyInv_SDXL/utils.SDXL``) calls the network on the
+unblended latent first and blends just before the DDIM update, which then starts from the blended
+latent with the noise predicted at the unblended one (``order="code"``). The blended latents are the
+same in both; only where the network is evaluated for the step that starts from them differs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from diffinv.denoiser import Denoiser
+from diffinv.inversion.driver import StepOutcome
+from diffinv.inversion.naive import explicit_step
+from diffinv.schedule import Point, Schedule, Step
+
+#: Preset name -> (eta, (window start, window end) as fractions of the steps), from the authors' code.
+PRESETS: dict[str, tuple[float, tuple[float, float]]] = {
+    "sd": (0.5, (0.05, 0.25)),
+    "sdxl": (0.8, (0.85, 0.95)),
+}
+ORDERS = ("paper", "code")
+
+
+def _window(value) -> tuple[float, float]:
+    try:
+        start, end = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"easyinv window must be two fractions (start, end), got {value!r}") from None
+    if not (0.0 <= start <= end <= 1.0):
+        raise ValueError(f"easyinv window must satisfy 0 <= start <= end <= 1, got ({start}, {end})")
+    return start, end
+
+
+class EasyInv:
+    """`StepSolver` of EasyInv: naive inverse steps, the latents inside the window blended with their predecessor."""
+
+    def __init__(
+        self,
+        eta: float | None = None,
+        window: tuple[float, float] | list[float] | None = None,
+        order: str = "paper",
+        preset: str = "sd",
+    ) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown easyinv preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if order not in ORDERS:
+            raise ValueError(f"unknown easyinv order {order!r}; choose one of {', '.join(ORDERS)}")
+        preset_eta, preset_window = PRESETS[preset]
+        self.eta = float(preset_eta if eta is None else eta)
+        if not (math.isfinite(self.eta) and 0.0 <= self.eta <= 1.0):
+            raise ValueError(f"easyinv eta must be in [0, 1], got {eta!r}")
+        self.window = _window(preset_window if window is None else window)
+        self.order = order
+        self.total: int | None = None
+        self._previous: torch.Tensor | None = None
+
+    def blended(self, total: int) -> list[int]:
+        """Indices i of the latents z_i that are blended in an inversion of `total` steps (z_0 is the clean one)."""
+        start, end = self.window
+        if self.eta == 1.0:
+            return []
+        return [i for i in range(1, total + 1) if start * total < i < end * total]
+
+    def prepare(self, denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor) -> None:
+        """Learn the number of steps (the window is a fraction of it) and forget any earlier run."""
+        self.total = len(schedule)
+        self._blended = set(self.blended(self.total))
+        self._previous = None
+
+    def blend(self, latent: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """eta * latent + (1 - eta) * previous."""
+        return self.eta * latent + (1.0 - self.eta) * previous
+
+    def __call__(
+        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
+    ) -> StepOutcome:
+        if self.total is None:
+            raise RuntimeError("EasyInv.prepare() must run before the steps (run it through invert_latent)")
+        if self.order == "paper":
+            latent, prediction = explicit_step(denoiser, x, step, history)
+            if position + 1 in self._blended:
+                latent = self.blend(latent, x)
+            return StepOutcome(latent=latent, data_prediction=prediction.data)
+        start = self.blend(x, self._previous) if position in self._blended else x
+        latent, prediction = explicit_step(denoiser, start, step, history, evaluate_at=x)
+        self._previous = start
+        return StepOutcome(latent=latent, data_prediction=prediction.data)

@@ -1,0 +1,115 @@
+"""`python -m diffinv.train {vae,unet,export,evaluate,samples}`: make the bundled "tiny" model.
+
+    python -m diffinv.train vae      --out runs/train          # stage 1, resumable
+    python -m diffinv.train decoder  --out runs/train          # optional: decoder alone, encoder frozen
+    python -m diffinv.train unet     --out runs/train          # stage 2 (needs stage 1), resumable
+    python -m diffinv.train export   --out runs/train --to src/diffinv/weights/tiny
+    python -m diffinv.train evaluate --model src/diffinv/weights/tiny --json runs/train/eval.json
+    python -m diffinv.train samples  --model src/diffinv/weights/tiny --png docs/tiny_samples.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+DEFAULT_OUT = Path("runs/train")
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "tiny"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m diffinv.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("vae", help="train the autoencoder (resumes from OUT/vae)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--patch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=_ints, default=(32, 64, 64))
+
+    p = sub.add_parser("decoder", help="fine-tune the VAE decoder alone (encoder frozen) into OUT/vae_decoder")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=1)
+
+    p = sub.add_parser("unet", help="train text encoder + UNet on the VAE's latents (resumes from OUT/unet)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scenes", type=int, default=16000, help="rendered scenes encoded once into latents")
+    p.add_argument("--channels", type=_ints, default=(32, 64, 128))
+    p.add_argument("--text-width", type=int, default=64)
+
+    p = sub.add_parser("export", help="write the fp16 diffusers folder from the last checkpoints")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--to", type=Path, default=DEFAULT_WEIGHTS)
+
+    p = sub.add_parser("evaluate", help="prompt adherence on held-out combos + autoencoder PSNR")
+    p.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--seeds", type=int, default=4, help="samples per held-out combo")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--no-seen", dest="seen", action="store_false", help="skip the 24 training combos")
+
+    p = sub.add_parser("samples", help="a labelled grid of generated samples")
+    p.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--png", type=Path, default=Path("docs/tiny_samples.png"))
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=7.5)
+
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if args.command == "vae":
+        from diffinv.train.vae import train_vae
+
+        train_vae(args.out / "vae", steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
+                  seed=args.seed, channels=args.channels)
+    elif args.command == "decoder":
+        from diffinv.train.vae import finetune_decoder
+
+        finetune_decoder(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    elif args.command == "unet":
+        from diffinv.train.unet import train_unet
+
+        train_unet(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                   n_scenes=args.scenes, channels=args.channels, text_width=args.text_width)
+    elif args.command == "export":
+        from diffinv.train.export import export
+
+        print(export(args.out, args.to))
+    elif args.command == "evaluate":
+        from diffinv.train.evaluate import evaluate, format_table
+
+        results = evaluate(args.model, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
+                           seen=args.seen)
+        print(format_table(results))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
+    elif args.command == "samples":
+        from diffinv.train.evaluate import sample_grid
+
+        print(sample_grid(args.model, args.png, seeds=args.seeds, steps=args.steps, guidance=args.guidance))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Stage 3: assemble the trained parts into a `StableDiffusionPipeline` folder in fp16 safetensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from diffinv.testing import SD_SCHEDULER_CONFIG
+from diffinv.tokenizer import build_tokenizer
+from diffinv.train.loop import load_modules
+from diffinv.train.unet import DEFAULT_UNET, build_text_encoder, build_unet, load_vae
+
+
+def assemble(out: Path) -> StableDiffusionPipeline:
+    """A float32 pipeline from the last checkpoints in out/vae and out/unet."""
+    out = Path(out)
+    config = json.loads((out / "unet" / "config.json").read_text())
+    arch = {**DEFAULT_UNET, **config["arch"]}
+    tokenizer = build_tokenizer()
+    text_encoder = build_text_encoder(tokenizer, arch["text_width"], arch["text_layers"])
+    unet = build_unet(**arch)
+    load_modules(out / "unet", {"text_encoder": text_encoder, "unet": unet})
+    vae = load_vae(out)
+    vae.register_to_config(scaling_factor=float(config["scaling_factor"]))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def export(out: Path, folder: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write the pipeline from `out`'s checkpoints to `folder` (diffusers layout, safetensors, `dtype`)."""
+    pipe = assemble(out).to(dtype)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(folder, safe_serialization=True, variant=None)
+    return folder

@@ -1,0 +1,96 @@
+"""The training package: renderer and checker, held-out split, resumable smoke runs, export, bundled weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from diffinv.train.data import autoencoder_batch, heldout_combos, train_combos
+from diffinv.train.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, random_scene, read_scene, render
+
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "diffinv" / "weights" / "tiny"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_renderer_draws_prompted_colors_and_shape(shape):
+    scene = Scene("red", shape, "blue", cx=30, cy=34, radius=12)
+    image = render(scene)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert tuple(image[34, 30]) == PALETTE["red"]
+    assert tuple(image[0, 0]) == tuple(image[-1, -1]) == PALETTE["blue"]
+    assert read_scene(image).combo == ("red", shape, "blue")
+
+
+def test_combos_cover_requested_vocabulary():
+    combos = all_combos()
+    assert {"red", "green", "blue", "yellow", "white", "black", "orange", "purple"} <= set(COLORS)
+    assert {"circle", "square", "triangle"} <= set(SHAPES)
+    assert all(c != b for c, _, b in combos)
+    assert len(combos) == len(COLORS) * (len(COLORS) - 1) * len(SHAPES)
+
+
+def test_checker_reads_random_renders():
+    rng = np.random.default_rng(0)
+    scenes = [random_scene(rng) for _ in range(300)]
+    readings = [read_scene(render(s)) for s in scenes]
+    assert all(r.color == s.color and r.background == s.background for r, s in zip(readings, scenes))
+    assert np.mean([r.shape == s.shape for r, s in zip(readings, scenes)]) >= 0.98
+    noisy = [read_scene(np.clip(render(s) + rng.normal(0, 10, (64, 64, 3)), 0, 255)) for s in scenes[:100]]
+    assert np.mean([r.combo == s.combo for r, s in zip(noisy, scenes)]) >= 0.95
+
+
+def test_heldout_split():
+    held, train = heldout_combos(), train_combos()
+    assert len(held) == len(set(held)) == 24 and not set(held) & set(train)
+    assert set(held) | set(train) == set(all_combos())
+    for color in COLORS:  # every word is still seen in both roles during training
+        assert any(c == color for c, _, _ in train) and any(b == color for _, _, b in train)
+
+
+def test_autoencoder_batch_range():
+    x = autoencoder_batch(np.random.default_rng(0), 6)
+    assert x.shape == (6, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+
+
+def test_smoke_train_resume_export(tmp_path, capsys):
+    from diffinv.train.export import export
+    from diffinv.train.unet import train_unet
+    from diffinv.train.vae import finetune_decoder, train_vae
+
+    torch.set_num_threads(1)
+    tiny_vae = dict(channels=(8, 16, 16), groups=4)
+    train_vae(tmp_path / "vae", steps=2, batch=2, **tiny_vae)
+    assert (tmp_path / "vae" / "step_0000002.pt").exists()
+    train_vae(tmp_path / "vae", steps=3, batch=2, **tiny_vae)  # resumes at step 2, does one more
+    assert (tmp_path / "vae" / "step_0000003.pt").exists()
+    assert "at step 2" in capsys.readouterr().out
+    finetune_decoder(tmp_path, steps=2, batch=2)
+    assert (tmp_path / "vae_decoder" / "step_0000002.pt").exists()
+    tiny_unet = dict(channels=(16, 32, 32), text_width=32, text_layers=1)
+    train_unet(tmp_path, steps=2, batch=2, n_scenes=8, **tiny_unet)
+    train_unet(tmp_path, steps=3, batch=2, n_scenes=8, **tiny_unet)
+    assert "at step 2" in capsys.readouterr().out
+    assert (tmp_path / "unet" / "step_0000003.pt").exists()
+    folder = export(tmp_path, tmp_path / "export")
+    assert (folder / "model_index.json").exists()
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    assert pipe.unet.dtype == torch.float32
+    image = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,
+                 output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3)
+
+
+@pytest.mark.skipif(not (BUNDLED / "model_index.json").exists(), reason="bundled weights not exported yet")
+def test_bundled_weights_generate():
+    sizes = sum(f.stat().st_size for f in BUNDLED.rglob("*") if f.is_file())
+    assert sizes <= 15 * 2**20
+    pipe = StableDiffusionPipeline.from_pretrained(BUNDLED, torch_dtype=torch.float32)
+    assert pipe.vae.config.latent_channels == 4 and len(pipe.vae.config.block_out_channels) == 3
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle on a blue background", num_inference_steps=10, guidance_scale=7.5,
+                 output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3)
