@@ -63,8 +63,9 @@ def test_smoke_train_resume_export(tmp_path, capsys):
 
     torch.set_num_threads(1)
     tiny_vae = dict(channels=(8, 16, 16), groups=4)
-    train_vae(tmp_path / "vae", steps=2, batch=2, **tiny_vae)
+    train_vae(tmp_path / "vae", steps=3, batch=2, until=2, **tiny_vae)  # stops early at step 2
     assert (tmp_path / "vae" / "step_0000002.pt").exists()
+    assert not (tmp_path / "vae" / "step_0000003.pt").exists()
     train_vae(tmp_path / "vae", steps=3, batch=2, **tiny_vae)  # resumes at step 2, does one more
     assert (tmp_path / "vae" / "step_0000003.pt").exists()
     assert "at step 2" in capsys.readouterr().out
@@ -94,3 +95,17 @@ def test_bundled_weights_generate():
     image = pipe("a red circle on a blue background", num_inference_steps=10, guidance_scale=7.5,
                  output_type="np", generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_score_and_table():
+    from diffinv.train.evaluate import format_table, score
+
+    combos = [("red", "circle", "blue"), ("green", "square", "white")]
+    readings = [read_scene(render(Scene(*c))) for c in combos]
+    result = score(readings, combos)
+    assert result["all"] == result["colors"] == 1.0 and result["samples"] == 2
+    assert result["shape_confusion"] == {"circle": {"circle": 1}, "square": {"square": 1}}
+    table = format_table(dict(model="m", scheduler="DDIMScheduler", steps=50, guidance=7.5,
+                              adherence_heldout=result, checker_on_renders=result,
+                              autoencoder_psnr_db={"scenes_heldout": 31.0}))
+    assert "adherence_heldout" in table and "31.00" in table

@@ -32,8 +32,10 @@ METHOD_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "exact": ("exact", {}),
     "exact-gd": ("exact", {"solver": "gradient"}),
     "exact-aa": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2}),
+    # Not run by default: gradient descent with Anderson, for ill-conditioned steps (large jumps to sigma ~ 0).
+    "exact-gd-aa": ("exact", {"solver": "gradient", "rho": 0.7, "anderson": 8, "stall": 30, "sweeps": 2, "fine_steps": 2}),
 }
-DEFAULT_METHODS = tuple(METHOD_PRESETS)
+DEFAULT_METHODS = ("naive", "fixed-point", "exact", "exact-gd", "exact-aa")
 DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))
 DEFAULT_GUIDANCES = (1.0, 3.0, 7.5)
 DEFAULT_PROMPT = "a red circle on a blue background"

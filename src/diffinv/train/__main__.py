@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=_ints, default=(32, 64, 64))
+    p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
 
     p = sub.add_parser("decoder", help="fine-tune the VAE decoder alone (encoder frozen) into OUT/vae_decoder")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
 
     p = sub.add_parser("unet", help="train text encoder + UNet on the VAE's latents (resumes from OUT/unet)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scenes", type=int, default=16000, help="rendered scenes encoded once into latents")
     p.add_argument("--channels", type=_ints, default=(32, 64, 128))
     p.add_argument("--text-width", type=int, default=64)
+    p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
 
     p = sub.add_parser("export", help="write the fp16 diffusers folder from the last checkpoints")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -82,16 +85,18 @@ def main(argv: list[str] | None = None) -> None:
         from diffinv.train.vae import train_vae
 
         train_vae(args.out / "vae", steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
-                  seed=args.seed, channels=args.channels)
+                  seed=args.seed, channels=args.channels, until=args.until)
     elif args.command == "decoder":
         from diffinv.train.vae import finetune_decoder
 
-        finetune_decoder(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+        finetune_decoder(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                         until=args.until)
     elif args.command == "unet":
         from diffinv.train.unet import train_unet
 
         train_unet(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                   n_scenes=args.scenes, channels=args.channels, text_width=args.text_width)
+                   n_scenes=args.scenes, channels=args.channels, text_width=args.text_width,
+                   until=args.until)
     elif args.command == "export":
         from diffinv.train.export import export
 

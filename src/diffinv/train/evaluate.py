@@ -55,7 +55,17 @@ def score(readings: list[Reading], combos: list[tuple[str, str, str]]) -> dict:
                 shape_color=frac(lambda r, c: r.color == c[0]),
                 colors=frac(lambda r, c: r.color == c[0] and r.background == c[2]),
                 shape=frac(lambda r, c: r.shape == c[1]),
-                all=frac(lambda r, c: r.combo == tuple(c)))
+                all=frac(lambda r, c: r.combo == tuple(c)),
+                shape_confusion=confusion([c[1] for c in combos], [r.shape for r in readings]))
+
+
+def confusion(truth: list[str], read: list[str | None]) -> dict[str, dict[str, int]]:
+    """Counts of read shape kind (None -> "none") for each prompted shape kind."""
+    table: dict[str, dict[str, int]] = {}
+    for t, r in zip(truth, read):
+        row = table.setdefault(t, {})
+        row[r or "none"] = row.get(r or "none", 0) + 1
+    return table
 
 
 def checker_accuracy(n: int = 600) -> dict:
@@ -109,6 +119,10 @@ def format_table(results: dict) -> str:
         r = results[key]
         lines.append(f"{key:<26}{r['samples']:>8}{r['background']:>8.3f}{r['shape_color']:>10.3f}"
                      f"{r['colors']:>10.3f}{r['shape']:>8.3f}{r['all']:>8.3f}")
+    if "adherence_heldout" in results:
+        lines += ["", "held-out shape kind read as: " + "; ".join(
+            f"{k}: " + ", ".join(f"{p} {n}" for p, n in sorted(row.items()))
+            for k, row in results["adherence_heldout"]["shape_confusion"].items())]
     lines += ["", f"{'autoencoder D(E(x))':<26}{'PSNR dB':>8}"]
     lines += [f"{k:<26}{v:>8.2f}" for k, v in results["autoencoder_psnr_db"].items()]
     return "\n".join(lines)

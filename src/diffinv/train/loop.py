@@ -57,11 +57,15 @@ def train(
     save_every: int = 200,
     log_every: int = 25,
     warmup: int = 100,
+    until: int | None = None,
 ) -> int:
     """Run AdamW on `modules` for `steps` steps of `loss_fn(step)`, resuming from folder's last checkpoint.
 
-    Returns the step reached. `config` (the model and run settings) is stored with every checkpoint.
+    `until` stops early (with a checkpoint) at that step without changing the LR schedule, which is
+    always laid out over `steps`. Returns the step reached. `config` (the model and run settings) is
+    stored with every checkpoint.
     """
+    end = steps if until is None else min(steps, until)
     folder = Path(folder)
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -85,7 +89,7 @@ def train(
     for m in modules.values():
         m.train()
     t0, running = time.time(), []
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not sys.stderr.isatty())
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not sys.stderr.isatty())
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
@@ -104,9 +108,9 @@ def train(
             with open(folder / "loss.txt", "a") as f:
                 f.write(msg + "\n")
             running = []
-        if (step + 1) % save_every == 0 or step + 1 == steps:
+        if (step + 1) % save_every == 0 or step + 1 == end:
             save_checkpoint(folder, step + 1, state())
-    return max(start, steps)
+    return max(start, end)
 
 
 def load_modules(folder: Path, modules: dict[str, torch.nn.Module]) -> int:

@@ -111,7 +111,7 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float =
 
 
 def train_unet(out: Path, steps: int = 4000, batch: int = 64, lr: float = 1e-3, seed: int = 0,
-               n_scenes: int = 24000, drop: float = 0.1, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
+               n_scenes: int = 16000, drop: float = 0.1, until: int | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder."""
     arch = {**DEFAULT_UNET, **arch}
     data = latent_dataset(out, n_scenes, seed)
@@ -142,5 +142,6 @@ def train_unet(out: Path, steps: int = 4000, batch: int = 64, lr: float = 1e-3, 
         per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         return (min_snr_weight(alphas_cumprod, t) * per_sample).mean()
 
-    train(Path(out) / "unet", {"text_encoder": text_encoder, "unet": unet}, loss_fn, steps, lr, seed, config)
+    train(Path(out) / "unet", {"text_encoder": text_encoder, "unet": unet}, loss_fn, steps, lr, seed, config,
+          until=until)
     return text_encoder.eval(), unet.eval()

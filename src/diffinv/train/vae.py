@@ -60,7 +60,7 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, gen: torch.Generator, kl_weigh
 
 
 def train_vae(folder: Path, steps: int = 3000, batch: int = 32, patch: int = 32, lr: float = 1e-3,
-              seed: int = 0, full_fraction: float = 0.1, **arch) -> AutoencoderKL:
+              seed: int = 0, full_fraction: float = 0.1, until: int | None = None, **arch) -> AutoencoderKL:
     """Train (or resume) the autoencoder into `folder`; returns it."""
     arch = {**DEFAULT_VAE, **arch}
     torch.manual_seed(seed)
@@ -74,7 +74,7 @@ def train_vae(folder: Path, steps: int = 3000, batch: int = 32, patch: int = 32,
         x = autoencoder_batch(rng, batch // 2 if full else batch)
         return vae_loss(vae, x if full else random_patches(x, patch, gen), gen)
 
-    train(Path(folder), {"vae": vae}, loss_fn, steps, lr, seed, config)
+    train(Path(folder), {"vae": vae}, loss_fn, steps, lr, seed, config, until=until)
     return vae.eval()
 
 
@@ -84,7 +84,7 @@ def decoder_modules(vae: AutoencoderKL) -> dict[str, torch.nn.Module]:
 
 
 def finetune_decoder(out: Path, steps: int = 1000, batch: int = 16, lr: float = 3e-4, seed: int = 1,
-                     photo_fraction: float = 0.75) -> AutoencoderKL:
+                     photo_fraction: float = 0.75, until: int | None = None) -> AutoencoderKL:
     """Train only the decoder of out/vae's last checkpoint on whole 64x64 images, into out/vae_decoder.
 
     Photos make up `photo_fraction` of each batch and are augmented (channel permutation, flips, turns).
@@ -105,5 +105,5 @@ def finetune_decoder(out: Path, steps: int = 1000, batch: int = 16, lr: float = 
             z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
         return ((vae.decode(z).sample - x) ** 2).mean()
 
-    train(Path(out) / "vae_decoder", decoder_modules(vae), loss_fn, steps, lr, seed, run, warmup=20)
+    train(Path(out) / "vae_decoder", decoder_modules(vae), loss_fn, steps, lr, seed, run, warmup=20, until=until)
     return vae.eval()
