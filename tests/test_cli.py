@@ -10,7 +10,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from diffinv.cli import app, parse_options
+from diffinv.cli import app
+from diffinv.specs import parse_options, parse_spec
 
 runner = CliRunner()
 
@@ -111,16 +112,19 @@ def test_errors_are_one_line_and_write_nothing(model_dir, generated, tmp_path, a
     assert not out.exists()
 
 
-def test_parse_options():
-    assert parse_options(["tol=1e-3", "max-iterations=20", "anderson=true", "solver=gd"]) == {
-        "tol": 1e-3, "max_iterations": 20, "anderson": True, "solver": "gd"
+def test_parse_options_and_specs():
+    assert parse_options(["tol=1e-3", "max-iterations=20", "anderson=true", "solver=gd", "x=None"]) == {
+        "tol": 1e-3, "max_iterations": 20, "anderson": True, "solver": "gd", "x": None
     }
+    assert parse_spec("renoise:average=[0,5],renoise_steps=4") == ("renoise", {"average": [0, 5], "renoise_steps": 4})
+    with pytest.raises(ValueError, match="is not KEY=VALUE"):
+        parse_spec("gradient:lr")
 
 
 def test_decoder_benchmark_and_cocoercivity_commands(model_dir, tmp_path):
     out, plot = tmp_path / "decoder.json", tmp_path / "pareto.png"
     result = run("bench", "decoder-inversion", "--model", model_dir, "--frames", "1,2", "--iterations", "3",
-                 "--methods", "encoder,gradient-free,gradient:lr=0.01;schedule=false", "--json", out, "--plot", plot)
+                 "--methods", "encoder,gradient-free,gradient:lr=0.01,schedule=false", "--json", out, "--plot", plot)
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
     assert {(row["frames"], row["method"]) for row in rows} == {

@@ -11,7 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from diffinv.bench.images import skimage_images, white_images
-from diffinv.bench.reconstruction import parse_method, split_specs
+from diffinv.bench.reconstruction import parse_method
+from diffinv.specs import split_specs
 from diffinv.cli import app
 from diffinv.denoiser import Denoiser
 from diffinv.inversion import METHODS, invert_latent

@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import typer
 
+from diffinv.specs import parse_options
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -58,20 +60,6 @@ def whole_numbers(text: str) -> list[int]:
         raise ValueError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
-def parse_options(items: list[str] | None) -> dict[str, Any]:
-    """KEY=VALUE strings -> dict; values parsed as JSON when they can be (numbers, true/false, lists)."""
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"option {item!r} is not KEY=VALUE")
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
-    return options
-
-
 def echo_report(report: dict[str, Any]) -> None:
     typer.echo(json.dumps(report, indent=2))
 
@@ -88,14 +76,13 @@ def save_images(folder: Path, images, stem: str) -> None:
 
 def check_names(scheduler: str, method: str, decoder: str) -> None:
     """Refuse unknown scheduler, method or decoder names before any model is loaded."""
-    from diffinv.decoder_inversion import DECODER_METHODS
+    from diffinv.decoder_inversion import check_decoder_name
     from diffinv.inversion import check_method_name
     from diffinv.schedule import check_scheduler_name
 
     check_scheduler_name(scheduler)
     check_method_name(method)
-    if decoder not in DECODER_METHODS:
-        raise ValueError(f"unknown decoder method {decoder!r}; choose one of {', '.join(DECODER_METHODS)}")
+    check_decoder_name(decoder)
 
 
 def read_images(pipe, paths: list[Path], resize: bool):
@@ -300,12 +287,12 @@ def bench_watermark(
         from diffinv.bench.watermark import format_watermark_tables, parse_pipeline, run_watermark_benchmark
         from diffinv.loading import load
 
-        pipeline_list = [spec.strip() for spec in pipelines.split(",") if spec.strip()]
+        pipeline_list = split_list(pipelines)
         for spec in pipeline_list:
             parse_pipeline(spec)
         pipe = load(model)
         rows = run_watermark_benchmark(
-            pipe, n=n, pipelines=pipeline_list, attacks=[a.strip() for a in attacks.split(",") if a.strip()],
+            pipe, n=n, pipelines=pipeline_list, attacks=split_list(attacks),
             scheduler=scheduler, steps=steps, generation_guidance=generation_guidance,
             inversion_guidance=inversion_guidance, known_prompt=known_prompt, seed=seed,
         )
@@ -339,16 +326,17 @@ def bench_reconstruction(
     with user_errors():
         from diffinv.bench.images import generated_images, image_sources
         from diffinv.bench.reconstruction import (
-            load_lpips, parse_method, report, run_reconstruction_benchmark, split_specs, write_benchmark_json,
+            load_lpips, parse_method, report, run_reconstruction_benchmark, write_benchmark_json,
         )
         from diffinv.loading import load, parse_dtype
         from diffinv.schedule import check_scheduler_name
+        from diffinv.specs import split_specs
 
         check_scheduler_name(scheduler)
         specs = split_specs(methods) if methods else None
         for spec in specs or []:
             parse_method(spec)
-        dtypes = [name.strip() for name in dtype.split(",") if name.strip()]
+        dtypes = split_list(dtype)
         for name in dtypes:
             parse_dtype(name)
         if not images and generated < 1:
@@ -392,16 +380,19 @@ def bench_sampler_inversion(
     with user_errors():
         from diffinv.bench.sampler import format_rows, parse_schedulers, resolve_method, run_sampler_benchmark
         from diffinv.bench.tables import write_rows
-        from diffinv.decoder_inversion import DECODER_METHODS
+        from diffinv.decoder_inversion import check_decoder_name
         from diffinv.loading import load
 
         scheduler_list = parse_schedulers(schedulers)
-        guidance_list = [float(value) for value in guidances.split(",") if value.strip()]
-        method_list = [label.strip() for label in methods.split(",") if label.strip()]
+        try:
+            guidance_list = [float(value) for value in split_list(guidances)]
+        except ValueError:
+            raise ValueError(f"{guidances!r} is not a comma-separated list of numbers") from None
+        method_list = split_list(methods)
         for label in method_list:
             resolve_method(label, tol)
-        if image and decoder not in DECODER_METHODS:
-            raise ValueError(f"unknown decoder method {decoder!r}; choose one of {', '.join(DECODER_METHODS)}")
+        if image:
+            check_decoder_name(decoder)
         if n < 1:
             raise ValueError(f"--n must be at least 1, got {n}")
         pipe = load(model, dtype=dtype)
@@ -419,7 +410,7 @@ def bench_decoder_inversion(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     frames: str = typer.Option("1,4,16", help="comma-separated frame counts (one table each)"),
     iterations: str = typer.Option("20,50,100,200", help="comma-separated iteration counts"),
-    methods: Optional[str] = typer.Option(None, help="comma-separated variants, e.g. 'gradient-free,gradient:lr=0.01;schedule=false' (default: the paper's set)"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated variants, e.g. 'gradient-free,gradient:lr=0.01,schedule=false' (default: the paper's set)"),
     dtypes: str = typer.Option("float32", "--dtype", help="float32, float16 or both (comma-separated)"),
     prompts: str = typer.Option("", help="sample the true latents from these prompts ('|'-separated); default: seeded Gaussian latents"),
     chunk_size: Optional[int] = typer.Option(None, help="frames per chunk (bounds memory)"),
@@ -431,12 +422,13 @@ def bench_decoder_inversion(
     with user_errors():
         from diffinv.bench.decoder import run_decoder_benchmark
         from diffinv.loading import load
+        from diffinv.specs import split_specs
 
-        variants = [v.strip().replace(";", ",") for v in methods.split(",")] if methods else None
+        variants = split_specs(methods) if methods else None
         pipe = load(model)
         run_decoder_benchmark(
             pipe, frames=whole_numbers(frames), iterations=whole_numbers(iterations), methods=variants,
-            dtype=[d.strip() for d in dtypes.split(",")], out_json=json_path, out_plot=plot, model_name=model,
+            dtype=split_list(dtypes), out_json=json_path, out_plot=plot, model_name=model,
             sample_prompts=[p for p in prompts.split("|") if p] or None, chunk_size=chunk_size, seed=seed,
         )
 

@@ -318,9 +318,15 @@ def _divergence(
 # --- public entry point --------------------------------------------------------------------------
 
 
+def check_decoder_name(name: str) -> str:
+    """Return `name` if it is a decoder inversion method, else raise a ValueError listing them."""
+    if name not in DECODER_METHODS:
+        raise ValueError(f"unknown decoder method {name!r}; choose one of {', '.join(DECODER_METHODS)}")
+    return name
+
+
 def _resolve_options(method: str, options: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
-    if method not in DECODER_METHODS:
-        raise ValueError(f"unknown decoder method {method!r}; choose one of {', '.join(DECODER_METHODS)}")
+    check_decoder_name(method)
     accepted = {**COMMON_OPTIONS, **METHOD_DEFAULTS[method]}
     unknown = sorted(set(options) - set(accepted))
     if unknown:

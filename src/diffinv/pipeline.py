@@ -11,7 +11,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from diffinv.autoencoder import Autoencoder
-from diffinv.decoder_inversion import DECODER_METHODS, invert_decoder
+from diffinv.decoder_inversion import check_decoder_name, invert_decoder
 from diffinv.denoiser import Denoiser
 from diffinv.images import pil_to_tensor, tensor_to_pil
 from diffinv.inversion import InversionResult, check_method_name, invert_latent
@@ -141,8 +141,7 @@ def invert(
     """
     check_scheduler_name(scheduler)
     check_method_name(method)
-    if decoder not in DECODER_METHODS:
-        raise ValueError(f"unknown decoder method {decoder!r}; choose one of {', '.join(DECODER_METHODS)}")
+    check_decoder_name(decoder)
     if (image is None) == (latent is None):
         raise ValueError("give exactly one of image and latent")
     schedule = make_schedule(scheduler, pipe.scheduler.config, steps)

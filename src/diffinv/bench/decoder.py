@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from diffinv.autoencoder import Autoencoder
 from diffinv.bench.tables import format_table, write_rows
-from diffinv.decoder_inversion import DECODER_METHODS, invert_decoder
+from diffinv.decoder_inversion import check_decoder_name, invert_decoder
+from diffinv.specs import parse_spec
 from diffinv.metrics import nmse, psnr, to_db
 
 #: The variants run when `methods` is not given: the paper's comparison (gradient: lr 0.1 scheduled, 0.01 fixed).
@@ -37,34 +38,9 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` or ``"name:key=value,key=value"`` -> (method name, options); values become bool/int/float when they look so."""
-    name, _, rest = spec.partition(":")
-    name = name.strip()
-    if name not in DECODER_METHODS:
-        raise ValueError(f"unknown decoder method {name!r} in {spec!r}; choose one of {', '.join(DECODER_METHODS)}")
-    options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"option {item!r} in {spec!r} is not key=value")
-        options[key.strip()] = _parse_value(value.strip())
-    if "iterations" in options:
-        raise ValueError(f"{spec!r}: give iteration counts through `iterations`, not per variant")
-    return name, options
-
-
-def _parse_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    """``"name"`` or ``"name:key=value,key=value"`` -> (decoder method, options)."""
+    name, options = parse_spec(spec)
+    return check_decoder_name(name), options
 
 
 def _as_autoencoder(model: Any) -> Autoencoder:

@@ -10,8 +10,6 @@ An "autoencoder" row per image gives D(E(x)) against x: the ceiling any sampler 
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from diffinv.inversion import METHODS, InversionDiverged, check_method_name, inv
 from diffinv.metrics import psnr, ssim
 from diffinv.sampling import sample
 from diffinv.schedule import check_scheduler_name, make_schedule
+from diffinv.specs import parse_spec
 
 #: The methods the benchmark runs by default, those of them that are registered.
 DEFAULT_METHODS: tuple[str, ...] = ("naive", "easyinv", "fixed-point", "renoise", "exact")
@@ -61,34 +60,10 @@ IMAGE_COLUMNS: list[Column] = [
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` or ``"name:key=value,key=value"`` -> (name, options); values are read as JSON when they
-    parse (numbers, true/false, [lists]) and kept as text otherwise. Commas inside [...] belong to the value."""
-    name, _, rest = spec.partition(":")
-    name = check_method_name(name.strip())
-    options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in re.split(r",(?![^\[]*\])", rest))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"option {item!r} in {spec!r} is not key=value")
-        try:
-            options[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip().replace("-", "_")] = value.strip()
-    METHODS[name](**options)  # unknown or bad options fail now, not halfway through the benchmark
+    """``"name"`` or ``"name:key=value,key=value"`` -> (method, options), checked now rather than halfway through."""
+    name, options = parse_spec(spec)
+    METHODS[check_method_name(name)](**options)
     return name, options
-
-
-def split_specs(text: str) -> list[str]:
-    """"naive,easyinv:eta=0.8,order=code,renoise" -> ["naive", "easyinv:eta=0.8,order=code", "renoise"]: a
-    comma starts a new method unless what follows is another key=value of the current one."""
-    specs: list[str] = []
-    for piece in filter(None, (part.strip() for part in re.split(r",(?![^\[]*\])", text))):
-        head = piece.partition("=")[0]
-        if specs and "=" in piece and ":" not in head:
-            specs[-1] += "," + piece
-        else:
-            specs.append(piece)
-    return specs
 
 
 def default_methods() -> list[str]:
