@@ -60,6 +60,15 @@ def whole_numbers(text: str) -> list[int]:
         raise ValueError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
+def emit_rows(table: str, rows: list[dict[str, Any]], json_path: Path | None, model: str) -> None:
+    """Print a benchmark's table; with --json also write its rows, each tagged with the model."""
+    from diffinv.bench.tables import write_rows
+
+    typer.echo(table)
+    if json_path:
+        write_rows(json_path, [{"model": model, **row} for row in rows])
+
+
 def echo_report(report: dict[str, Any]) -> None:
     typer.echo(json.dumps(report, indent=2))
 
@@ -283,7 +292,6 @@ def bench_watermark(
 ) -> None:
     """Tree-Ring detection (AUC, TPR@1%FPR) and 3-key attribution per inversion pipeline, clean and attacked."""
     with user_errors():
-        from diffinv.bench.tables import write_rows
         from diffinv.bench.watermark import format_watermark_tables, parse_pipeline, run_watermark_benchmark
         from diffinv.loading import load
 
@@ -296,9 +304,7 @@ def bench_watermark(
             scheduler=scheduler, steps=steps, generation_guidance=generation_guidance,
             inversion_guidance=inversion_guidance, known_prompt=known_prompt, seed=seed,
         )
-        typer.echo(format_watermark_tables(rows))
-        if json_path:
-            write_rows(json_path, [{"model": model, **row} for row in rows])
+        emit_rows(format_watermark_tables(rows), rows, json_path, model)
 
 
 @bench_app.command("reconstruction")
@@ -379,7 +385,6 @@ def bench_sampler_inversion(
     """Invert samples of known noise with every method: noise/latent NMSE, NFE, seconds, peak memory."""
     with user_errors():
         from diffinv.bench.sampler import format_rows, parse_schedulers, resolve_method, run_sampler_benchmark
-        from diffinv.bench.tables import write_rows
         from diffinv.decoder_inversion import check_decoder_name
         from diffinv.loading import load
 
@@ -400,9 +405,7 @@ def bench_sampler_inversion(
             pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list, prompt=prompt,
             seed=seed, tol=tol, image=image, decoder=decoder,
         )
-        typer.echo(format_rows(rows))
-        if json_path:
-            write_rows(json_path, [{"model": model, **row} for row in rows])
+        emit_rows(format_rows(rows), rows, json_path, model)
 
 
 @bench_app.command("decoder-inversion")
