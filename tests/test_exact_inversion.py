@@ -164,6 +164,7 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     assert inverted.exit_code == 0, inverted.output
     report = json.loads((tmp_path / "inv" / "report.json").read_text())
     assert report["method"] == "exact" and report["converged"] and report["noise_nmse"] < 1e-5 and len(report["step_residuals"]) == 4
+    assert "max_step_residual" in inverted.output and "step_residuals" not in inverted.output  # the list stays in report.json
     wrong = runner.invoke(app, ["invert", "--latent", str(tmp_path / "gen" / "latent.safetensors"), *common, "--method", "exact",
                                 "--method-option", "bogus=1", "--out", str(tmp_path / "bad")])
     assert wrong.exit_code == 2 and "unknown option" in wrong.output and not (tmp_path / "bad").exists()

@@ -70,7 +70,8 @@ def emit_rows(table: str, rows: list[dict[str, Any]], json_path: Path | None, mo
 
 
 def echo_report(report: dict[str, Any]) -> None:
-    typer.echo(json.dumps(report, indent=2))
+    """Print the report as JSON; the per-step residual list stays in report.json only."""
+    typer.echo(json.dumps({key: value for key, value in report.items() if key != "step_residuals"}, indent=2))
 
 
 def image_names(count: int, stem: str) -> list[str]:
