@@ -2,11 +2,14 @@
 
 Peak memory is measured, not estimated: on CUDA the allocator's peak; on the CPU the process's peak
 resident set (Linux `VmHWM`, reset through `/proc/self/clear_refs` at the start) minus the resident
-set at the start, so the number is what the measured work added.
+set at the start, so the number is what the measured work added. Freed heap is returned to the OS
+before each measurement (`release_memory`), or memory an earlier run left cached would hide this one's.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import re
 import time
 from contextlib import contextmanager
@@ -26,6 +29,18 @@ def _status_kib(field: str) -> int | None:
     except OSError:
         return None
     return int(match.group(1)) if match else None
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc `malloc_trim`), so that a
+    following measurement's RSS growth is its own and not hidden by memory an earlier run freed."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _reset_cpu_peak() -> bool:
@@ -49,6 +64,7 @@ def measure(device: torch.device | str = "cpu") -> Iterator[Cost]:
     """Time the block and record its peak memory (CUDA allocator peak, else peak RSS growth)."""
     device = torch.device(device)
     cost = Cost()
+    release_memory()
     cuda = device.type == "cuda" and torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize(device)

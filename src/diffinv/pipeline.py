@@ -161,7 +161,9 @@ def invert(
             denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress, **(method_options or {})
         )
     result.seconds = total.seconds
-    result.peak_memory_bytes = max(total.peak_memory_bytes, result.peak_memory_bytes)
+    # The stages measure themselves (each resets the peak), so the total is the largest stage peak.
+    stage_peaks = [result.peak_memory_bytes] + ([decoded.peak_memory_bytes] if decoded is not None else [])
+    result.peak_memory_bytes = max(total.peak_memory_bytes, *stage_peaks)
     if decoded is not None:
         result.decoder = decoder
         result.decoder_seconds = decoded.seconds

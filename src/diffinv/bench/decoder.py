@@ -9,8 +9,6 @@ count, and a Pareto plot of latent NMSE (dB) against seconds.
 from __future__ import annotations
 
 import copy
-import ctypes
-import gc
 import math
 import warnings
 from collections.abc import Sequence
@@ -61,17 +59,6 @@ def _latent_shape(model: Any, autoencoder: Autoencoder, latent_size: int | None)
         else:
             latent_size = int(autoencoder.vae.config.sample_size) // autoencoder.factor
     return int(latent_size), int(autoencoder.vae.config.latent_channels)
-
-
-def _release_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS, so each run's RSS growth is its own."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _finite(value: Any) -> Any:
@@ -179,7 +166,6 @@ def run_decoder_benchmark(
                     continue
                 for n in [0] if method == "encoder" else iterations:
                     bar.set_postfix_str(f"{dt} frames={count} {method} n={n}")
-                    _release_memory()
                     run_options = dict(options, chunk_size=chunk_size, on_divergence="warn", progress=False)
                     if method != "encoder":
                         run_options["iterations"] = n

@@ -35,7 +35,7 @@ DEFAULT_PROMPTS = (
 COLUMNS = [
     ("attack", "attack", ""), ("pipeline", "pipeline", ""), ("auc", "AUC", ".3f"), ("tpr_at_1fpr", "TPR@1%FPR", ".3f"),
     ("accuracy", "3-key acc", ".3f"), ("correct", "correct", ""), ("seconds", "seconds", ".1f"),
-    ("peak_memory_bytes", "peak MB", ",.0f"),
+    ("peak_memory_mb", "peak MB", ".1f"),
 ]
 
 
@@ -137,4 +137,6 @@ def run_watermark_benchmark(
 
 
 def format_watermark_tables(rows: list[dict[str, Any]]) -> str:
-    return format_table(rows, COLUMNS, title=f"Tree-Ring detection and 3-key attribution (n={rows[0]['n'] if rows else 0} per class)")
+    """The rows as one text table (peak memory in MB)."""
+    shown = [{**row, "peak_memory_mb": row["peak_memory_bytes"] / 2**20} for row in rows]
+    return format_table(shown, COLUMNS, title=f"Tree-Ring detection and 3-key attribution (n={rows[0]['n'] if rows else 0} per class)")
