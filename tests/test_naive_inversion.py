@@ -72,6 +72,8 @@ def test_blow_up_is_an_error_naming_the_step(pipe):
 def test_bad_arguments(pipe):
     with pytest.raises(ValueError, match="unknown inversion method"):
         check_method_name("magic")
+    with pytest.raises(ValueError, match="unknown option"):
+        invert(pipe, latent=torch.zeros(1, 4, 8, 8), steps=2, method_options={"anderson": 3})
     with pytest.raises(ValueError, match="exactly one"):
         invert(pipe, prompt="x", steps=2)
     with pytest.raises(ValueError, match="multiple of the VAE factor"):

@@ -18,7 +18,7 @@ from diffinv.schedule import Schedule
 
 #: Method name -> factory that takes the method's options and returns its per-step solver.
 METHODS: dict[str, Callable[..., StepSolver]] = {
-    "naive": lambda: naive_step,
+    "naive": checked_factory("naive", lambda: naive_step),
     "easyinv": checked_factory("easyinv", EasyInv),
     "renoise": checked_factory("renoise", ReNoise),
     "exact": make_exact,
