@@ -96,7 +96,7 @@ def generate(
     progress: bool = False,
 ) -> Generation:
     """Sample images from `noise` (or the noise of `seed`) with the named sampler and guidance."""
-    schedule = make_schedule(check_scheduler_name(scheduler), pipe.scheduler.config, steps)
+    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)  # refuses unknown names
     if noise is None:
         noise = seeded_noise(pipe, 0 if seed is None else seed, batch_size, height, width)
     noise = noise.to(pipe.unet.device, torch.float32)
