@@ -10,6 +10,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from diffinv.train.data import autoencoder_batch, heldout_combos, train_combos
+from diffinv.train.leaves import leaf_radii, leaves_batch
 from diffinv.train.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, random_scene, read_scene, render
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "diffinv" / "weights" / "tiny"
@@ -54,6 +55,19 @@ def test_heldout_split():
 def test_autoencoder_batch_range():
     x = autoencoder_batch(np.random.default_rng(0), 6)
     assert x.shape == (6, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+    mixed = autoencoder_batch(np.random.default_rng(0), 8, photo_fraction=0.25, augmented=True, leaves_fraction=0.5)
+    assert mixed.shape == (8, 3, 64, 64) and mixed.min() >= -1 and mixed.max() <= 1
+
+
+def test_dead_leaves_are_seeded_varied_and_in_range():
+    first = leaves_batch(np.random.default_rng(5), 4)
+    again = leaves_batch(np.random.default_rng(5), 4)
+    assert first.shape == (4, 64, 64, 3) and first.min() >= 0 and first.max() <= 1
+    assert np.array_equal(first, again)  # same seed, same images: training stays reproducible
+    assert all(image.std() > 0.05 for image in first)  # leaves of many colours, not a flat field
+    radii = leaf_radii(np.random.default_rng(0), 20000, 1.0, 40.0)
+    assert radii.min() >= 1.0 and radii.max() <= 40.0
+    assert np.mean(radii < 2.0) > 0.7  # density ~ r^-3: most leaves are small (P(r < 2) = 0.75)
 
 
 def test_smoke_train_resume_export(tmp_path, capsys):

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=_ints, default=(32, 64, 64))
+    p.add_argument("--latent-channels", type=int, default=8)
     p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
 
     p = sub.add_parser("decoder", help="fine-tune the VAE decoder alone (encoder frozen) into OUT/vae_decoder")
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         from diffinv.train.vae import train_vae
 
         train_vae(args.out / "vae", steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
-                  seed=args.seed, channels=args.channels, until=args.until)
+                  seed=args.seed, channels=args.channels, latent_channels=args.latent_channels,
+                  until=args.until)
     elif args.command == "decoder":
         from diffinv.train.vae import finetune_decoder
 

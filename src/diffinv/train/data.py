@@ -13,6 +13,7 @@ import torch
 from skimage import data as skdata
 from PIL import Image
 
+from diffinv.train.leaves import leaves_batch
 from diffinv.train.scenes import SHAPES, SIZE, all_combos, random_scene, render
 
 #: Color photos shipped inside scikit-image (no pooch download), split for the autoencoder.
@@ -120,12 +121,17 @@ def center_photo(name: str, size: int = SIZE) -> np.ndarray:
 
 
 def autoencoder_batch(rng: np.random.Generator, n: int, photo_fraction: float = 0.5,
-                      augmented: bool = False) -> torch.Tensor:
-    """A mixed batch for the autoencoder: rendered scenes and crops of the training photos, in [-1, 1]."""
+                      augmented: bool = False, leaves_fraction: float = 0.0) -> torch.Tensor:
+    """A mixed batch for the autoencoder, in [-1, 1]: rendered scenes, crops of the training photos
+    (optionally through `augment`) and dead-leaves images, in the given fractions (scenes get the rest)."""
     n_photo = int(round(n * photo_fraction))
+    n_leaves = min(n - n_photo, int(round(n * leaves_fraction)))
+    n_scene = n - n_photo - n_leaves
     parts = []
-    if n - n_photo:
-        parts.append(to_tensor(scene_batch(rng, n - n_photo)[1]))
+    if n_scene:
+        parts.append(to_tensor(scene_batch(rng, n_scene)[1]))
     if n_photo:
         parts.append(to_tensor(photo_batch(rng, n_photo, augmented=augmented)))
+    if n_leaves:
+        parts.append(to_tensor(leaves_batch(rng, n_leaves)))
     return torch.cat(parts)

@@ -43,13 +43,13 @@ def build_text_encoder(tokenizer: CLIPTokenizer, width: int = 64, layers: int = 
 
 
 def build_unet(channels: tuple[int, ...] = (32, 64, 128), text_width: int = 64, sample_size: int = 16,
-               **_: object) -> UNet2DConditionModel:
+               latent_channels: int = 4, **_: object) -> UNet2DConditionModel:
     """A `UNet2DConditionModel` with cross-attention in every block but the first (full-resolution) one."""
     n = len(channels)
     return UNet2DConditionModel(
         sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
         block_out_channels=tuple(channels),
         layers_per_block=1,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
@@ -78,7 +78,7 @@ def load_vae(out: Path, finetuned_decoder: bool = True) -> AutoencoderKL:
 
 @torch.no_grad()
 def encode_scenes(vae: AutoencoderKL, n: int, seed: int, batch: int = 250) -> tuple[torch.Tensor, list[str]]:
-    """Posterior-mean latents [n, 4, 16, 16] and captions of `n` rendered scenes of the training combos."""
+    """Posterior-mean latents [n, C, 16, 16] and captions of `n` rendered scenes of the training combos."""
     rng = np.random.default_rng([seed, 77])
     combos = train_combos()
     latents, captions = [], []
@@ -113,8 +113,8 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float =
 def train_unet(out: Path, steps: int = 4000, batch: int = 64, lr: float = 1e-3, seed: int = 0,
                n_scenes: int = 16000, drop: float = 0.1, until: int | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder."""
-    arch = {**DEFAULT_UNET, **arch}
     data = latent_dataset(out, n_scenes, seed)
+    arch = {**DEFAULT_UNET, **arch, "latent_channels": int(data["latents"].shape[1])}
     latents = data["latents"] * data["scaling_factor"]
     tokenizer = build_tokenizer()
     ids = tokenize(tokenizer, sorted(set(data["captions"])) + [""])

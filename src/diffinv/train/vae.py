@@ -1,6 +1,7 @@
 """Stage 1: the autoencoder (diffusers `AutoencoderKL`, 3 blocks: 64x64x3 images <-> 16x16x4 latents).
 
-Trained on a 50/50 mix of rendered scenes and crops of scikit-image photos with MSE plus a tiny KL
+Trained on a mix of rendered scenes, augmented crops of scikit-image photos and dead-leaves images
+(`leaves.py`) with MSE plus a tiny KL
 term (weight 1e-6 of summed KL vs summed squared error, as in latent diffusion). Most steps see
 random 32x32 patches of the 64x64 images (the network is convolutional, so this is 4x cheaper);
 the last `full_fraction` of steps see whole 64x64 images.
@@ -20,17 +21,17 @@ from diffusers import AutoencoderKL
 from diffinv.train.data import autoencoder_batch
 from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
 
-DEFAULT_VAE = dict(channels=(32, 64, 64), layers_per_block=1, groups=16)
+DEFAULT_VAE = dict(channels=(32, 64, 64), layers_per_block=1, groups=16, latent_channels=8)
 
 
 def build_vae(channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1, groups: int = 16,
-              sample_size: int = 64) -> AutoencoderKL:
-    """An `AutoencoderKL` with len(channels) blocks (downsampling factor 2**(len-1)) and 4 latent channels."""
+              sample_size: int = 64, latent_channels: int = 8) -> AutoencoderKL:
+    """An `AutoencoderKL` with len(channels) blocks (downsampling factor 2**(len-1))."""
     n = len(channels)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        latent_channels=4,
+        latent_channels=latent_channels,
         block_out_channels=tuple(channels),
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
@@ -60,18 +61,25 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, gen: torch.Generator, kl_weigh
 
 
 def train_vae(folder: Path, steps: int = 3000, batch: int = 32, patch: int = 32, lr: float = 1e-3,
-              seed: int = 0, full_fraction: float = 0.1, until: int | None = None, **arch) -> AutoencoderKL:
-    """Train (or resume) the autoencoder into `folder`; returns it."""
+              seed: int = 0, full_fraction: float = 0.1, photo_fraction: float = 0.375,
+              leaves_fraction: float = 0.375, until: int | None = None, **arch) -> AutoencoderKL:
+    """Train (or resume) the autoencoder into `folder`; returns it.
+
+    Each batch mixes rendered scenes, augmented photo crops (`photo_fraction`) and dead-leaves images
+    (`leaves_fraction`): the last two are what lets it serve photos it never saw.
+    """
     arch = {**DEFAULT_VAE, **arch}
     torch.manual_seed(seed)
     vae = build_vae(**arch)
     full_from = int(steps * (1 - full_fraction))
-    config = dict(arch=arch, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, full_fraction=full_fraction)
+    config = dict(arch=arch, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, full_fraction=full_fraction,
+                  photo_fraction=photo_fraction, leaves_fraction=leaves_fraction)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
         full = step >= full_from
-        x = autoencoder_batch(rng, batch // 2 if full else batch)
+        x = autoencoder_batch(rng, batch // 2 if full else batch, photo_fraction, augmented=True,
+                              leaves_fraction=leaves_fraction)
         return vae_loss(vae, x if full else random_patches(x, patch, gen), gen)
 
     train(Path(folder), {"vae": vae}, loss_fn, steps, lr, seed, config, until=until)
