@@ -103,6 +103,19 @@ def test_fixed_point_fails_at_large_guidance_where_exact_does_not(pipe):
             assert nmse(fixed.noise, noise) > 1e3 * nmse(exact.noise, noise)
 
 
+def test_levenberg_marquardt_finishes_steps_the_first_solver_leaves(pipe):
+    noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 5, 7.5)
+    starved = invert_latent(denoiser, schedule, latent, "exact", max_iter=2, tol=1e-6)
+    solver = METHODS["exact"](max_iter=2, tol=1e-6, refine="lm")  # 2 forward steps cannot reach 1e-6 ...
+    refined = run_inversion(denoiser, schedule, latent, solver, "exact")
+    assert not starved.converged
+    assert refined.converged and max(refined.residuals) <= 1e-6  # ... Levenberg-Marquardt then does
+    stops = [entry["stop"] for entry in solver.log]
+    assert set(stops) <= {"tolerance", "lm tolerance"} and stops.count("lm tolerance") >= 3
+    assert nmse(refined.noise, noise) < nmse(starved.noise, noise) / 100
+    assert refined.nfe > starved.nfe + 5 * 2  # Jacobian products count as network calls
+
+
 def test_failure_to_converge_is_reported(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 5, 7.5)
     solver = METHODS["exact"](max_iter=2, tol=1e-9, fine_steps=2)
@@ -126,6 +139,8 @@ def test_plateau_stop_saves_network_calls(pipe):
     [
         ("exact", {"tollerance": 1e-4}, "unknown option"),
         ("exact", {"solver": "newton"}, "unknown solver"),
+        ("exact", {"refine": "bfgs"}, "unknown refine"),
+        ("exact", {"refine": "lm", "refine_inner": 0}, "refine_inner"),
         ("exact", {"max_iter": 0}, "max_iter"),
         ("exact", {"tol": -1.0}, "tol"),
         ("fixed-point", {"rho": 0.5}, "unknown option"),

@@ -34,6 +34,8 @@ METHOD_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "exact-aa": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2}),
     # Not run by default: gradient descent with Anderson, for ill-conditioned steps (large jumps to sigma ~ 0).
     "exact-gd-aa": ("exact", {"solver": "gradient", "rho": 0.7, "anderson": 8, "stall": 30, "sweeps": 2, "fine_steps": 2}),
+    # exact-aa, and Levenberg-Marquardt for the steps it leaves above the tolerance.
+    "exact-lm": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2, "refine": "lm"}),
 }
 DEFAULT_METHODS = ("naive", "fixed-point", "exact", "exact-gd", "exact-aa")
 DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))

@@ -33,16 +33,19 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import StepOutcome, run_inversion
 from diffinv.inversion.implicit import Evaluation, Iteration, StepSize, iterate, per_latent_norm
+from diffinv.inversion.levenberg import levenberg_marquardt
 from diffinv.inversion.naive import explicit_step
 from diffinv.schedule import Point, Schedule, Step
 from diffinv.solvers import Prediction, predict, update
@@ -66,7 +69,12 @@ EXACT_OPTIONS: dict[str, Any] = {
     "stall": None,
     "fine_steps": 10,
     "sweeps": 1,
+    "refine": None,
+    "refine_iter": 10,
+    "refine_inner": 50,
 }
+
+REFINERS = (None, "lm")
 
 #: Options of method "fixed-point" (plain fixed-point iteration, optionally Anderson-accelerated or averaged).
 FIXED_POINT_OPTIONS: dict[str, Any] = {
@@ -87,7 +95,9 @@ def resolve_options(method: str, defaults: dict[str, Any], options: dict[str, An
     resolved = {**defaults, **options}
     if resolved.get("solver", SOLVERS[0]) not in SOLVERS:
         raise ValueError(f"unknown solver {resolved['solver']!r} for method {method!r}; choose one of {', '.join(SOLVERS)}")
-    for name in ("max_iter", "fine_steps", "sweeps"):
+    if resolved.get("refine") not in REFINERS:
+        raise ValueError(f"unknown refine {resolved['refine']!r} for method {method!r}; choose lm or leave it unset")
+    for name in ("max_iter", "fine_steps", "sweeps", "refine_iter", "refine_inner"):
         if name not in resolved:
             continue
         if int(resolved[name]) < 1:
@@ -154,6 +164,34 @@ class StepProblem:
             (grad,) = torch.autograd.grad(image, variable, grad_outputs=difference)
         return Evaluation(direction=grad.detach(), residual=self.relative(difference), extra=prediction.data.detach())
 
+    def residual(self, z: torch.Tensor) -> torch.Tensor:
+        """Phi(z) - x_t."""
+        return self.phi(z)[0] - self.target
+
+    def linearize(self, z: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+        """Products with the Jacobian of Phi at z: (v -> J v, u -> J^T u), for Levenberg-Marquardt.
+
+        J v is one forward-mode pass through the UNet (PyTorch has no forward-mode rule for its fused
+        CPU attention kernels, so attention runs on the math backend there); J^T u is a backward pass
+        on a graph built once here. Every product counts as one network call in the denoiser's NFE.
+        """
+        with torch.inference_mode(False), torch.enable_grad(), frozen(self.denoiser.unet):
+            variable = z.clone().requires_grad_(True)
+            image, _ = self.phi(variable)
+
+        def jvp(v: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(False), torch.no_grad(), sdpa_kernel(SDPBackend.MATH), forward_ad.dual_level():
+                out, _ = self.phi(forward_ad.make_dual(z.clone(), v))  # clone: a dual cannot wrap an inference tensor
+                return forward_ad.unpack_dual(out).tangent.detach()
+
+        def vjp(u: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(False):
+                (grad,) = torch.autograd.grad(image, variable, grad_outputs=u, retain_graph=True)
+            self.denoiser.nfe += 1
+            return grad.detach()
+
+        return jvp, vjp
+
     def linear_coefficient(self) -> float:
         """The coefficient a of z in Phi(z) = a z + (terms in the network output), read off `update`."""
         zero, one = torch.zeros(1), torch.ones(1)
@@ -170,11 +208,14 @@ class ImplicitInversion:
     """
 
     def __init__(
-        self, solver: str = "forward-step", fixed_point: bool = False, fine_steps: int = 10, sweeps: int = 1, **loop: Any
+        self, solver: str = "forward-step", fixed_point: bool = False, fine_steps: int = 10, sweeps: int = 1,
+        refine: str | None = None, refine_iter: int = 10, refine_inner: int = 50, **loop: Any
     ) -> None:
         """`loop` holds the keyword arguments of `implicit.iterate` (max_iter, tol, step_size, anderson,
-        average, stall); with `fixed_point` the step size is replaced by 1 / (coefficient of x_s)."""
+        average, stall); with `fixed_point` the step size is replaced by 1 / (coefficient of x_s).
+        `refine="lm"` hands a step that missed its tolerance to Levenberg-Marquardt (`levenberg.py`)."""
         self.solver = solver
+        self.refine, self.refine_iter, self.refine_inner = refine, int(refine_iter), int(refine_inner)
         self.fixed_point = fixed_point
         self.loop = loop
         self.fine_steps = int(fine_steps)
@@ -230,7 +271,23 @@ class ImplicitInversion:
         if self.fixed_point:
             loop["step_size"] = StepSize.constant(1.0 / problem.linear_coefficient())
         evaluate = problem.gradient if self.solver == "gradient" else problem.forward_step
-        return iterate(evaluate, start, **loop)
+        result = iterate(evaluate, start, **loop)
+        if result.converged or self.refine is None:
+            return result
+        return self.refined(problem, result)
+
+    def refined(self, problem: StepProblem, first: Iteration) -> Iteration:
+        """Levenberg-Marquardt from the first solver's best iterate; keeps whichever residual is lower."""
+        lm = levenberg_marquardt(problem.residual, problem.linearize, first.latent, problem.relative,
+                                 self.loop.get("tol"), max_iter=self.refine_iter, inner=self.refine_inner)
+        if lm.residual >= first.residual:
+            return first
+        final = problem.forward_step(lm.latent)  # the data prediction at the returned latent
+        return Iteration(
+            latent=lm.latent, residual=lm.residual, converged=lm.converged, stop=f"lm {lm.stop}",
+            evaluations=first.evaluations + len(lm.residuals), residuals=first.residuals + lm.residuals[1:],
+            extra=final.extra,
+        )
 
     def correction(self, denoiser: Denoiser, x: torch.Tensor, forward: Step) -> torch.Tensor:
         """The multistep terms of `forward` at fine-naive estimates of its latent and the earlier ones.
@@ -287,7 +344,8 @@ def make_exact(**options: Any) -> ImplicitInversion:
     warmup = o["warmup"] if o["warmup"] is not None else (0 if o["anderson"] else 20)
     step_size = StepSize(rho=float(o["rho"]), warmup=int(warmup), factor=float(o["factor"]), patience=int(o["patience"]))
     return ImplicitInversion(
-        solver=o["solver"], fine_steps=o["fine_steps"], sweeps=o["sweeps"], step_size=step_size, **_loop_options(o)
+        solver=o["solver"], fine_steps=o["fine_steps"], sweeps=o["sweeps"], refine=o["refine"],
+        refine_iter=o["refine_iter"], refine_inner=o["refine_inner"], step_size=step_size, **_loop_options(o)
     )
 
 

@@ -1,0 +1,55 @@
+"""Levenberg-Marquardt (matrix-free) on a map the forward step cannot invert."""
+
+from __future__ import annotations
+
+import torch
+
+from diffinv.inversion.implicit import Evaluation, StepSize, iterate, per_latent_norm
+from diffinv.inversion.levenberg import levenberg_marquardt
+
+
+def folded_map(n: int = 24, seed: int = 0):
+    """Phi(z) = A z + 0.05 tanh(z), A with eigenvalues from -0.5 to 1.2 (some negative, one 1e-3)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen))
+    eigenvalues = torch.linspace(-0.5, 1.2, n)
+    eigenvalues[n // 3] = 1e-3
+    a = q @ torch.diag(eigenvalues) @ q.T
+
+    def phi(z: torch.Tensor) -> torch.Tensor:
+        return (z.flatten(1) @ a.T + 0.05 * torch.tanh(z.flatten(1))).view_as(z)
+
+    truth = torch.randn(1, n, generator=gen)
+    return phi, truth, phi(truth)
+
+
+def linearizer(phi):
+    def linearize(z):
+        _, vjp = torch.func.vjp(phi, z)
+        return (lambda v: torch.func.jvp(phi, (z,), (v,))[1]), (lambda u: vjp(u)[0])
+    return linearize
+
+
+def test_lm_inverts_a_map_with_negative_eigenvalues():
+    phi, truth, target = folded_map()
+    start = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1))
+    relative = lambda r: per_latent_norm(r) / per_latent_norm(target)  # noqa: E731
+
+    def forward_step(z):
+        difference = phi(z) - target
+        return Evaluation(direction=difference, residual=relative(difference))
+
+    plain = iterate(forward_step, start, max_iter=300, tol=1e-6, step_size=StepSize(rho=0.5))
+    lm = levenberg_marquardt(lambda z: phi(z) - target, linearizer(phi), start, relative, tol=1e-6, max_iter=20, inner=50)
+    assert not plain.converged  # the negative directions push the forward step away
+    assert lm.converged and lm.stop == "tolerance" and lm.residual <= 1e-6
+    assert float((lm.latent - truth).norm() / truth.norm()) < 1e-3
+    assert lm.residuals[0] > lm.residuals[-1] and len(lm.residuals) <= 21
+
+
+def test_lm_never_returns_a_worse_point():
+    phi, truth, target = folded_map(seed=3)
+    relative = lambda r: per_latent_norm(r) / per_latent_norm(target)  # noqa: E731
+    lm = levenberg_marquardt(lambda z: phi(z) - target, linearizer(phi), truth + 0.3, relative, tol=None, max_iter=3, inner=2)
+    assert all(later <= earlier for earlier, later in zip(lm.residuals, lm.residuals[1:]))
+    assert not lm.converged and lm.stop in ("max_iter", "stalled")
