@@ -155,12 +155,12 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, [
         "bench", "sampler-inversion", "--model", str(model_dir), "--n", "1", "--schedulers", "ddim:4,dpm++2m:4",
-        "--guidances", "7.5", "--methods", "naive,exact-aa", "--json", str(tmp_path / "bench.json"),
+        "--guidances", "7.5", "--methods", "naive,exact-aa,exact:anderson=3,sweeps=3", "--json", str(tmp_path / "bench.json"),
     ])
     assert result.exit_code == 0, result.output
     assert "exact-aa" in result.output and "noise NMSE" in result.output
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert len(rows) == 4 and {row["method"] for row in rows} == {"naive", "exact-aa"}
+    assert len(rows) == 6 and {row["method"] for row in rows} == {"naive", "exact-aa", "exact:anderson=3,sweeps=3"}
     for key in ("method", "decoder", "scheduler", "steps", "guidance", "dtype", "image", "noise_nmse", "latent_nmse",
                 "nfe", "seconds", "peak_memory_bytes", "converged"):
         assert all(key in row for row in rows)
@@ -168,6 +168,8 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     assert exact["noise_nmse"] < naive["noise_nmse"] / 100 and exact["converged"]
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "magic"])
     assert bad.exit_code == 2 and "unknown method" in bad.output
+    bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "exact-lm:refine=bfgs"])
+    assert bad.exit_code == 2 and "unknown refine" in bad.output
 
     common = ["--model", str(model_dir), "--prompt", "a red circle", "--scheduler", "dpm++2m", "--steps", "4", "--guidance", "7.5"]
     assert runner.invoke(app, ["generate", *common[:4], "--seed", "1", *common[4:], "--out", str(tmp_path / "gen")]).exit_code == 0

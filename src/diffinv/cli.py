@@ -388,13 +388,14 @@ def bench_sampler_inversion(
         from diffinv.bench.sampler import format_rows, parse_schedulers, resolve_method, run_sampler_benchmark
         from diffinv.decoder_inversion import check_decoder_name
         from diffinv.loading import load
+        from diffinv.specs import split_specs
 
         scheduler_list = parse_schedulers(schedulers)
         try:
             guidance_list = [float(value) for value in split_list(guidances)]
         except ValueError:
             raise ValueError(f"{guidances!r} is not a comma-separated list of numbers") from None
-        method_list = split_list(methods)
+        method_list = split_specs(methods)
         for label in method_list:
             resolve_method(label, tol)
         if image:

@@ -24,6 +24,7 @@ from diffinv.metrics import nmse
 from diffinv.pipeline import decode, seeded_noise
 from diffinv.sampling import sample
 from diffinv.schedule import check_scheduler_name, make_schedule
+from diffinv.specs import parse_spec
 
 #: Benchmark method labels -> (registered method, options). The tolerance of the iterative ones is `tol`.
 METHOD_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -74,15 +75,18 @@ def parse_schedulers(text: str) -> list[tuple[str, int]]:
 
 
 def resolve_method(label: str, tol: float | None) -> tuple[str, dict[str, Any]]:
-    """A benchmark label (a preset, or any registered method with its defaults) -> (method, options)."""
-    if label in METHOD_PRESETS:
-        method, options = METHOD_PRESETS[label]
-    elif label in METHODS:
-        method, options = label, {}
+    """A benchmark label -> (method, options): a preset or any registered method, optionally with options
+    after a colon (``exact-lm:refine_iter=40``) that override the preset's."""
+    name, extra = parse_spec(label)
+    if name in METHOD_PRESETS:
+        method, options = METHOD_PRESETS[name]
+    elif name in METHODS:
+        method, options = name, {}
     else:
-        raise ValueError(f"unknown method {label!r}; choose from {', '.join(sorted(set(METHOD_PRESETS) | set(METHODS)))}")
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(set(METHOD_PRESETS) | set(METHODS)))}")
     if method in TOLERANT and tol is not None:
         options = {**options, "tol": tol}
+    options = {**options, **extra}
     METHODS[method](**options)  # refuse bad options before any work
     return method, options
 
