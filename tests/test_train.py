@@ -59,6 +59,14 @@ def test_autoencoder_batch_range():
     assert mixed.shape == (8, 3, 64, 64) and mixed.min() >= -1 and mixed.max() <= 1
 
 
+def test_checkpoints_from_before_configurable_latent_channels_load_as_4_channels():
+    from diffinv.train.vae import stored_arch
+
+    old = stored_arch({"arch": {"channels": [32, 64, 64], "layers_per_block": 1, "groups": 16}})
+    new = stored_arch({"arch": {"channels": [32, 64, 64], "latent_channels": 8}})
+    assert old["latent_channels"] == 4 and new["latent_channels"] == 8
+
+
 def test_dead_leaves_are_seeded_varied_and_in_range():
     first = leaves_batch(np.random.default_rng(5), 4)
     again = leaves_batch(np.random.default_rng(5), 4)

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=_ints, default=(32, 64, 64))
     p.add_argument("--latent-channels", type=int, default=8)
+    p.add_argument("--photo-fraction", type=float, default=0.375, help="share of photo crops in a batch")
+    p.add_argument("--leaves-fraction", type=float, default=0.375, help="share of dead-leaves images in a batch")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="photo crops without channel permutation, flips and turns (the first shipped recipe)")
     p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
 
     p = sub.add_parser("decoder", help="fine-tune the VAE decoder alone (encoder frozen) into OUT/vae_decoder")
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
 
         train_vae(args.out / "vae", steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
                   seed=args.seed, channels=args.channels, latent_channels=args.latent_channels,
-                  until=args.until)
+                  photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
+                  augmented=args.augment, until=args.until)
     elif args.command == "decoder":
         from diffinv.train.vae import finetune_decoder
 

@@ -20,7 +20,7 @@ from diffinv.testing import SD_SCHEDULER_CONFIG
 from diffinv.tokenizer import build_tokenizer
 from diffinv.train.data import scene_batch, to_tensor, train_combos
 from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
-from diffinv.train.vae import DEFAULT_VAE, build_vae, decoder_modules
+from diffinv.train.vae import build_vae, decoder_modules, stored_arch
 
 DEFAULT_UNET = dict(channels=(32, 64, 128), text_width=64, text_layers=2)
 
@@ -69,7 +69,7 @@ def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
 def load_vae(out: Path, finetuned_decoder: bool = True) -> AutoencoderKL:
     """The stage-1 autoencoder from out/vae's last checkpoint (decoder from out/vae_decoder if any), frozen."""
     config = json.loads((Path(out) / "vae" / "config.json").read_text())
-    vae = build_vae(**{**DEFAULT_VAE, **config["arch"]})
+    vae = build_vae(**stored_arch(config))
     load_modules(Path(out) / "vae", {"vae": vae})
     if finetuned_decoder and latest_checkpoint(Path(out) / "vae_decoder") is not None:
         load_modules(Path(out) / "vae_decoder", decoder_modules(vae))

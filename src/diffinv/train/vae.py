@@ -41,6 +41,12 @@ def build_vae(channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 
     )
 
 
+def stored_arch(config: dict) -> dict:
+    """The architecture a checkpoint's config.json describes; checkpoints written before the latent
+    channel count was configurable (it was always 4) have no `latent_channels`."""
+    return {**DEFAULT_VAE, "latent_channels": 4, **config["arch"]}
+
+
 def random_patches(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     """One random size x size patch of each image."""
     if size >= images.shape[-1]:
@@ -62,7 +68,8 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, gen: torch.Generator, kl_weigh
 
 def train_vae(folder: Path, steps: int = 3000, batch: int = 32, patch: int = 32, lr: float = 1e-3,
               seed: int = 0, full_fraction: float = 0.1, photo_fraction: float = 0.375,
-              leaves_fraction: float = 0.375, until: int | None = None, **arch) -> AutoencoderKL:
+              leaves_fraction: float = 0.375, augmented: bool = True, until: int | None = None,
+              **arch) -> AutoencoderKL:
     """Train (or resume) the autoencoder into `folder`; returns it.
 
     Each batch mixes rendered scenes, augmented photo crops (`photo_fraction`) and dead-leaves images
@@ -73,12 +80,12 @@ def train_vae(folder: Path, steps: int = 3000, batch: int = 32, patch: int = 32,
     vae = build_vae(**arch)
     full_from = int(steps * (1 - full_fraction))
     config = dict(arch=arch, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, full_fraction=full_fraction,
-                  photo_fraction=photo_fraction, leaves_fraction=leaves_fraction)
+                  photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, augmented=augmented)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
         full = step >= full_from
-        x = autoencoder_batch(rng, batch // 2 if full else batch, photo_fraction, augmented=True,
+        x = autoencoder_batch(rng, batch // 2 if full else batch, photo_fraction, augmented=augmented,
                               leaves_fraction=leaves_fraction)
         return vae_loss(vae, x if full else random_patches(x, patch, gen), gen)
 
@@ -98,7 +105,7 @@ def finetune_decoder(out: Path, steps: int = 1000, batch: int = 16, lr: float = 
     Photos make up `photo_fraction` of each batch and are augmented (channel permutation, flips, turns).
     """
     config = json.loads((Path(out) / "vae" / "config.json").read_text())
-    vae = build_vae(**{**DEFAULT_VAE, **config["arch"]})
+    vae = build_vae(**stored_arch(config))
     load_modules(Path(out) / "vae", {"vae": vae})
     vae.encoder.requires_grad_(False)
     vae.quant_conv.requires_grad_(False)
