@@ -39,6 +39,26 @@ class LevenbergResult:
     residuals: list[float] = field(default_factory=list)
 
 
+def _to_tensor(vector: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(vector.astype(np.float32)).view(like.shape).to(like.device)
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.flatten().double().cpu().numpy()
+
+
+def jacobian_operator(
+    jvp: Callable[[torch.Tensor], torch.Tensor], vjp: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor
+) -> LinearOperator:
+    """The Jacobian as a scipy `LinearOperator` on flat float64 vectors (what LSMR iterates on)."""
+    n = like.numel()
+    return LinearOperator(
+        (n, n), dtype=np.float64,
+        matvec=lambda v: _to_numpy(jvp(_to_tensor(v, like))),
+        rmatvec=lambda u: _to_numpy(vjp(_to_tensor(u, like))),
+    )
+
+
 def levenberg_marquardt(
     residual_fn: Callable[[torch.Tensor], torch.Tensor],
     linearize: Linearize,
@@ -59,25 +79,15 @@ def levenberg_marquardt(
     z, r = start, residual_fn(start)
     worst = float(relative(r).max())
     history, damping_now, stop = [worst], float(damping), "max_iter"
-    shape, n = start.shape, start.numel()
     for _ in range(max_iter):
         if tol is not None and worst <= tol:
             stop = "tolerance"
             break
-        jvp, vjp = linearize(z)
-
-        def as_tensor(v: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(v.astype(np.float32)).view(shape)
-
-        operator = LinearOperator(
-            (n, n), dtype=np.float64,
-            matvec=lambda v: jvp(as_tensor(v)).flatten().double().numpy(),
-            rmatvec=lambda u: vjp(as_tensor(u)).flatten().double().numpy(),
-        )
-        target = r.flatten().double().numpy()
+        operator = jacobian_operator(*linearize(z), like=z)
+        target = _to_numpy(r)
         for _attempt in range(retries):
             solution = lsmr(operator, target, damp=float(np.sqrt(damping_now)), maxiter=inner, atol=1e-7, btol=1e-7)[0]
-            candidate = z - as_tensor(solution)
+            candidate = z - _to_tensor(solution, z)
             r_candidate = residual_fn(candidate)
             if torch.isfinite(r_candidate).all() and r_candidate.norm() < r.norm():
                 z, r, damping_now = candidate, r_candidate, damping_now / 3
