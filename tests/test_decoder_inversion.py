@@ -236,6 +236,8 @@ def test_parse_variant():
     assert parse_variant("forward-step") == ("forward-step", {})
     with pytest.raises(ValueError):
         parse_variant("sgd")
+    with pytest.raises(ValueError, match="not per variant"):  # the benchmark's --iterations would override it silently
+        parse_variant("gradient:iterations=5")
 
 
 def test_benchmark_writes_json_and_plot(trained, problem, tmp_path, capsys):

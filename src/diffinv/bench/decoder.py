@@ -38,6 +38,8 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     """``"name"`` or ``"name:key=value,key=value"`` -> (decoder method, options)."""
     name, options = parse_spec(spec)
+    if "iterations" in options:
+        raise ValueError(f"{spec!r}: give iteration counts through `iterations`, not per variant")
     return check_decoder_name(name), options
 
 
