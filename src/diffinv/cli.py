@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from diffinv.specs import parse_options
+from diffinv.specs import parse_options, split_specs
 
 app = typer.Typer(
     add_completion=False,
@@ -337,7 +337,6 @@ def bench_reconstruction(
         )
         from diffinv.loading import load, parse_dtype
         from diffinv.schedule import check_scheduler_name
-        from diffinv.specs import split_specs
 
         check_scheduler_name(scheduler)
         specs = split_specs(methods) if methods else None
@@ -388,7 +387,6 @@ def bench_sampler_inversion(
         from diffinv.bench.sampler import format_rows, parse_schedulers, resolve_method, run_sampler_benchmark
         from diffinv.decoder_inversion import check_decoder_name
         from diffinv.loading import load
-        from diffinv.specs import split_specs
 
         scheduler_list = parse_schedulers(schedulers)
         try:
@@ -427,7 +425,6 @@ def bench_decoder_inversion(
     with user_errors():
         from diffinv.bench.decoder import run_decoder_benchmark
         from diffinv.loading import load
-        from diffinv.specs import split_specs
 
         variants = split_specs(methods) if methods else None
         pipe = load(model)

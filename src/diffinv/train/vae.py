@@ -1,4 +1,5 @@
-"""Stage 1: the autoencoder (diffusers `AutoencoderKL`, 3 blocks: 64x64x3 images <-> 16x16x4 latents).
+"""Stage 1: the autoencoder (diffusers `AutoencoderKL`, 3 blocks: 64x64x3 images <-> 16x16xC latents, C = 8
+by default, 4 for the first shipped version).
 
 Trained on a mix of rendered scenes, augmented crops of scikit-image photos and dead-leaves images
 (`leaves.py`) with MSE plus a tiny KL
