@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-run every measurement the README and docs/ quote for the bundled model, in two lanes of one torch
-# thread each (about 45 minutes on a 2-core CPU). Tables and JSON go to ${OUT:-runs/remeasure}/; the
+# thread each (about 50 minutes on a 2-core CPU). Tables and JSON go to ${OUT:-runs/remeasure}/; the
 # decoder Pareto plot to docs/decoder_pareto.png. Use it after changing the bundled weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,6 @@ export OMP_NUM_THREADS=1
 D="${DIFFINV_VENV:-.venv}/bin/diffinv"
 B="${OUT:-runs/remeasure}"
 mkdir -p "$B"
-prompts="a red circle on a blue background|a green square on a white background|a yellow triangle on a black background"
 lane1() {
   bash scripts/demo.sh > "$B/demo.txt"
   "$D" invert runs/demo/generated/image.png --model tiny --prompt "a red square on a blue background" --scheduler ddim \
@@ -26,10 +25,12 @@ lane2() {
   "$D" bench reconstruction --model tiny --images white --prompt "a red circle on a white background" --guidance 7.5 \
     --methods naive,easyinv,easyinv:preset=sdxl,renoise,renoise:noise_regularization=true --per-image \
     --json "$B/recon_white.json" > "$B/recon_white.txt"
-  "$D" bench decoder-inversion --model tiny --frames 1,16 --iterations 20,50,100 --dtype float32 --prompts "$prompts" \
+  "$D" bench decoder-inversion --model tiny --frames 1,16 --iterations 20,50,100 --dtype float32 --video-size 64 \
     --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder.json" --plot docs/decoder_pareto.png > "$B/decoder.txt"
-  "$D" bench decoder-inversion --model tiny --frames 1 --iterations 20,50,100 --dtype float16 --prompts "$prompts" \
+  "$D" bench decoder-inversion --model tiny --frames 1 --iterations 20,50,100 --dtype float16 --video-size 64 \
     --methods encoder,gradient-free,forward-step --json "$B/decoder16.json" > "$B/decoder16.txt"
+  "$D" bench decoder-inversion --model tiny --frames 1 --iterations 20,50,100 --dtype float32 --video-size 256 \
+    --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder256.json" > "$B/decoder256.txt"
   "$D" bench watermark --model tiny --n 6 --attacks clean,jpeg,blur,noise --json "$B/watermark.json" > "$B/watermark.txt"
 }
 lane1 2> "$B/lane1.err" &

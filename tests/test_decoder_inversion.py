@@ -266,3 +266,24 @@ def test_benchmark_writes_json_and_plot(trained, problem, tmp_path, capsys):
     assert out_plot.stat().st_size > 0
     printed = capsys.readouterr().out
     assert "frames=1" in printed and "frames=2" in printed and "DIVERGED" in printed
+
+
+def test_panning_frames_move_across_one_photo():
+    from diffinv.bench.images import panning_frames
+
+    frames = panning_frames(32, 3)
+    assert frames.shape == (3, 3, 32, 32) and frames.min() >= -1 and frames.max() <= 1
+    assert not torch.equal(frames[0], frames[1])
+    # the window moves by 8 px diagonally per frame: frame 1's top-left is frame 0's shifted
+    assert torch.equal(frames[0][:, 8:, 8:], frames[1][:, :-8, :-8])
+    with pytest.raises(ValueError):
+        panning_frames(4, 2)
+
+
+def test_benchmark_on_video_frames_knows_the_true_latents(trained):
+    rows = run_decoder_benchmark(trained, frames=[2], iterations=[3], methods=["encoder", "forward-step"],
+                                 video_size=32, progress=False, print_tables=False)
+    assert {r["image"] for r in rows} == {"E(panning 32px frames)"}
+    assert all(r["latent_nmse"] is not None and r["latent_nmse"] < 1 for r in rows)
+    with pytest.raises(ValueError, match="multiple"):
+        run_decoder_benchmark(trained, frames=[1], iterations=[1], methods=["encoder"], video_size=33, progress=False)

@@ -14,6 +14,7 @@ from diffinv.train.leaves import leaf_radii, leaves_batch
 from diffinv.train.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, random_scene, read_scene, render
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "diffinv" / "weights" / "tiny"
+FIRST_VERSION = Path(__file__).resolve().parents[1] / "models" / "tiny-v1"
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -107,11 +108,11 @@ def test_smoke_train_resume_export(tmp_path, capsys):
     assert image.shape == (1, 64, 64, 3)
 
 
-@pytest.mark.skipif(not (BUNDLED / "model_index.json").exists(), reason="bundled weights not exported yet")
-def test_bundled_weights_generate():
-    sizes = sum(f.stat().st_size for f in BUNDLED.rglob("*") if f.is_file())
+@pytest.mark.parametrize("folder", [BUNDLED, FIRST_VERSION], ids=["tiny", "tiny-v1"])
+def test_bundled_weights_generate(folder):
+    sizes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert sizes <= 15 * 2**20
-    pipe = StableDiffusionPipeline.from_pretrained(BUNDLED, torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     assert pipe.vae.config.latent_channels >= 4 and 64 // factor >= 16  # the floor: 4x16x16 latents
     pipe.set_progress_bar_config(disable=True)

@@ -416,6 +416,7 @@ def bench_decoder_inversion(
     methods: Optional[str] = typer.Option(None, help="comma-separated variants, e.g. 'gradient-free,gradient:lr=0.01,schedule=false' (default: the paper's set)"),
     dtypes: str = typer.Option("float32", "--dtype", help="float32, float16 or both (comma-separated)"),
     prompts: str = typer.Option("", help="sample the true latents from these prompts ('|'-separated); default: seeded Gaussian latents"),
+    video_size: Optional[int] = typer.Option(None, help="frames: a SIZE x SIZE window panning across a photo, true latents E(frame) (instead of --prompts)"),
     chunk_size: Optional[int] = typer.Option(None, help="frames per chunk (bounds memory)"),
     seed: int = typer.Option(0, help="seed of the latents"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write {\"rows\": [...]} here"),
@@ -432,6 +433,7 @@ def bench_decoder_inversion(
             pipe, frames=whole_numbers(frames), iterations=whole_numbers(iterations), methods=variants,
             dtype=split_list(dtypes), out_json=json_path, out_plot=plot, model_name=model,
             sample_prompts=[p for p in prompts.split("|") if p] or None, chunk_size=chunk_size, seed=seed,
+            video_size=video_size,
         )
 
 

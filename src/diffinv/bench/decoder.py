@@ -82,6 +82,7 @@ def run_decoder_benchmark(
     images: torch.Tensor | None = None,
     latent_size: int | None = None,
     sample_prompts: Sequence[str] | None = None,
+    video_size: int | None = None,
     sample_steps: int = 20,
     guidance: float = 7.5,
     seed: int = 0,
@@ -95,7 +96,9 @@ def run_decoder_benchmark(
     `methods` are variant specs (`parse_variant`), by default `DEFAULT_VARIANTS`. The images are
     `images` if given (no true latent then: latent_nmse is None), else D(`latents`), else D(z) for
     latents z the pipeline samples from `sample_prompts` (cycled; `sample_steps` steps of its own
-    scheduler, guidance `guidance`), else D(z) for seeded z ~ N(0, I) of the model's latent size; the
+    scheduler, guidance `guidance`), else, with `video_size`, D(z) for z = E(frame) of a photo panned by a
+    video_size x video_size window (`panning_frames`: images far larger than the model's own, as in the
+    paper's SD and video runs), else D(z) for seeded z ~ N(0, I) of the model's latent size; the
     first max(frames) are used. "encoder" runs once
     per frame count (iterations 0). "gradient" is skipped for float16 (it would run in float32 anyway).
     Divergent runs are kept as rows with converged False and their reason.
@@ -123,6 +126,15 @@ def run_decoder_benchmark(
                 generator=torch.Generator().manual_seed(seed),
             ).images.float().cpu()
         source = "sampled latents"
+    elif images is None and latents is None and video_size:
+        from diffinv.bench.images import panning_frames
+
+        if int(video_size) % autoencoder.factor:
+            raise ValueError(f"video size {video_size} is not a multiple of the autoencoder's factor {autoencoder.factor}")
+        frames_in = panning_frames(int(video_size), max(frames))
+        with torch.inference_mode():
+            latents = torch.cat([autoencoder.encode(f[None].to(device, autoencoder.dtype)) for f in frames_in]).float().cpu()
+        source = f"E(panning {video_size}px frames)"
     elif images is None:
         source = "given latents" if latents is not None else "random latents"
     if images is None:

@@ -93,6 +93,17 @@ def white_images(size: int) -> list[BenchImage]:
     return [BenchImage(name, pil_to_tensor(made[name]), "white") for name in WHITE_IMAGES]
 
 
+def panning_frames(size: int, count: int, photo: str = "astronaut", overscan: float = 1.5) -> torch.Tensor:
+    """A `count`-frame "video" [count, 3, size, size] in [-1, 1]: a size x size window panning diagonally
+    across one scikit-image photo (squared to `overscan` x size), for decoder inversion at video scale."""
+    if size < 8 or count < 1:
+        raise ValueError(f"panning frames need size >= 8 and count >= 1, got size {size}, count {count}")
+    canvas = square(Image.fromarray(_skimage_array(photo)), round(size * overscan))
+    travel = canvas.width - size
+    offsets = [round(travel * k / max(1, count - 1)) for k in range(count)]
+    return torch.stack([pil_to_tensor(canvas.crop((o, o, o + size, o + size))) for o in offsets])
+
+
 def folder_images(folder: str | Path, size: int) -> list[BenchImage]:
     """Every image file in `folder` (sorted by name), square at `size`."""
     folder = Path(folder)
