@@ -31,6 +31,8 @@ lane2() {
     --methods encoder,gradient-free,forward-step --json "$B/decoder16.json" > "$B/decoder16.txt"
   "$D" bench decoder-inversion --model tiny --frames 1 --iterations 20,50,100 --dtype float32 --video-size 256 \
     --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder256.json" > "$B/decoder256.txt"
+  "$D" bench decoder-inversion --model tiny --frames 16 --iterations 20,50 --dtype float32 --video-size 64 --chunk-size 4 \
+    --methods gradient-free,gradient,forward-step --json "$B/decoder_chunk4.json" > "$B/decoder_chunk4.txt"
   "$D" bench watermark --model tiny --n 6 --attacks clean,jpeg,blur,noise --json "$B/watermark.json" > "$B/watermark.txt"
 }
 lane1 2> "$B/lane1.err" &
