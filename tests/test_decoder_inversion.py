@@ -287,3 +287,9 @@ def test_benchmark_on_video_frames_knows_the_true_latents(trained):
     assert all(r["latent_nmse"] is not None and r["latent_nmse"] < 1 for r in rows)
     with pytest.raises(ValueError, match="multiple"):
         run_decoder_benchmark(trained, frames=[1], iterations=[1], methods=["encoder"], video_size=33, progress=False)
+
+
+def test_benchmark_refuses_two_sources_of_frames(trained, problem):
+    latents, _ = problem
+    with pytest.raises(ValueError, match="one source"):
+        run_decoder_benchmark(trained, frames=[1], iterations=[1], methods=["encoder"], latents=latents, video_size=32, progress=False)

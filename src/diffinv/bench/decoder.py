@@ -111,6 +111,10 @@ def run_decoder_benchmark(
     if not frames or min(frames) < 1 or not iterations or min(iterations) < 1:
         raise ValueError("frames and iterations must be non-empty lists of positive integers")
     name = model_name or str(getattr(getattr(autoencoder.vae, "config", None), "_name_or_path", "") or "autoencoder")
+    sources = {"images": images, "latents": latents, "sample_prompts": sample_prompts or None, "video_size": video_size}
+    given = [label for label, value in sources.items() if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one source of frames, not {' and '.join(given)}")
     device = autoencoder.device
 
     if images is None and latents is None and sample_prompts:
