@@ -37,6 +37,8 @@ METHOD_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "exact-gd-aa": ("exact", {"solver": "gradient", "rho": 0.7, "anderson": 8, "stall": 30, "sweeps": 2, "fine_steps": 2}),
     # exact-aa, and Levenberg-Marquardt for the steps it leaves above the tolerance.
     "exact-lm": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2, "refine": "lm"}),
+    # The same with full Jacobians (one network call per latent entry per iteration): for small latents.
+    "exact-lm-dense": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2, "refine": "lm-dense"}),
 }
 DEFAULT_METHODS = ("naive", "fixed-point", "exact", "exact-gd", "exact-aa")
 DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))

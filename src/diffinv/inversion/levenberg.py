@@ -1,18 +1,20 @@
-"""Levenberg-Marquardt for one inverse step, matrix-free: for the steps first-order solvers cannot finish.
+"""Levenberg-Marquardt for one inverse step (matrix-free or dense): for the steps first-order solvers cannot finish.
 
 Near t = 0 with strong guidance a sampling step Phi is badly conditioned (singular values down to 1e-4
-and eigenvalues with negative real part on the bundled model): the forward step and fixed-point
+and eigenvalues with negative real part on models/tiny-v1): the forward step and fixed-point
 iteration drift along the negative directions, and gradient descent stalls where J^T r is nearly zero
 although r is not. A Gauss-Newton step does not care about either. Each outer iteration solves the
 damped least-squares problem
 
     min_d ||J d - r||^2 + lambda ||d||^2,        r = Phi(z) - x_t,  J = dPhi/dz at z,
 
-with LSMR (scipy), which needs only products J v (forward-mode AD through the UNet) and J^T u
-(reverse mode, on one retained graph per outer iteration); z <- z - d is kept if the residual fell
-(then lambda /= 3), else lambda *= 4 and the step is retried. Nothing here forms a Jacobian, so the
-cost per outer iteration is `inner` Jacobian-vector and `inner` vector-Jacobian products whatever the
-latent size.
+and z <- z - d is kept if the residual fell (then lambda /= 3), else lambda *= 4 and the step is
+retried. `matrix_free` solves it with LSMR (scipy), which needs only products J v (forward-mode AD
+through the UNet) and J^T u (reverse mode, on one retained graph per outer iteration): nothing forms a
+Jacobian, so the cost per outer iteration is `inner` Jacobian-vector and `inner` vector-Jacobian
+products whatever the latent size. With `dense` the full Jacobian of each latent is formed (one product per unknown, batched) and
+the damped normal equations (J^T J + lambda I) d = J^T r are solved directly: exact where LSMR's few
+iterations leave the smallest singular directions unresolved, affordable for small latents only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from scipy.sparse.linalg import LinearOperator, lsmr
 
 #: (z) -> (J v for a tangent v, J^T u for a cotangent u), both at z; built once per outer iteration.
 Linearize = Callable[[torch.Tensor], tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]]
+#: (r, damping) -> the step d minimising ||J d - r||^2 + damping ||d||^2, for the J of one point.
+DampedSolve = Callable[[torch.Tensor, float], torch.Tensor]
+#: (z) -> the damped solver at z; called once per outer iteration.
+SolverAt = Callable[[torch.Tensor], DampedSolve]
 
 
 @dataclass
@@ -59,19 +65,53 @@ def jacobian_operator(
     )
 
 
+def matrix_free(linearize: Linearize, inner: int = 50) -> SolverAt:
+    """Damped steps by LSMR on J v / J^T u products (`inner` iterations each)."""
+
+    def at(z: torch.Tensor) -> DampedSolve:
+        operator = jacobian_operator(*linearize(z), like=z)
+
+        def solve(r: torch.Tensor, damping: float) -> torch.Tensor:
+            solution = lsmr(operator, _to_numpy(r), damp=float(np.sqrt(damping)), maxiter=inner, atol=1e-7, btol=1e-7)[0]
+            return _to_tensor(solution, z)
+
+        return solve
+
+    return at
+
+
+def dense(jacobian: Callable[[torch.Tensor], torch.Tensor]) -> SolverAt:
+    """Damped steps from full Jacobians: `jacobian(z)` gives [B, n, n] (latents do not interact), each
+    latent's normal equations are solved in float64."""
+
+    def at(z: torch.Tensor) -> DampedSolve:
+        jac = jacobian(z).double()
+        gram = jac.transpose(1, 2) @ jac
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+
+        def solve(r: torch.Tensor, damping: float) -> torch.Tensor:
+            rhs = jac.transpose(1, 2) @ r.reshape(r.shape[0], -1, 1).double()
+            step = torch.linalg.solve(gram + damping * eye, rhs)
+            return step.reshape(r.shape).to(r.dtype)
+
+        return solve
+
+    return at
+
+
 def levenberg_marquardt(
     residual_fn: Callable[[torch.Tensor], torch.Tensor],
-    linearize: Linearize,
+    solver: SolverAt,
     start: torch.Tensor,
     relative: Callable[[torch.Tensor], torch.Tensor],
     tol: float | None,
     max_iter: int = 10,
-    inner: int = 50,
     damping: float = 1e-2,
     retries: int = 6,
 ) -> LevenbergResult:
-    """Minimise ||residual_fn(z)|| from `start`; `relative(r)` gives each latent's relative residual,
-    and the largest is what `tol` and the result refer to.
+    """Minimise ||residual_fn(z)|| from `start` with damped steps from `solver` (`matrix_free` or
+    `dense`); `relative(r)` gives each latent's relative residual, and the largest is what `tol` and the
+    result refer to.
 
     Stops at `tol`, after `max_iter` accepted or rejected outer iterations, or ("stalled") when
     `retries` increases of the damping in a row do not lower the residual.
@@ -83,11 +123,9 @@ def levenberg_marquardt(
         if tol is not None and worst <= tol:
             stop = "tolerance"
             break
-        operator = jacobian_operator(*linearize(z), like=z)
-        target = _to_numpy(r)
+        solve = solver(z)
         for _attempt in range(retries):
-            solution = lsmr(operator, target, damp=float(np.sqrt(damping_now)), maxiter=inner, atol=1e-7, btol=1e-7)[0]
-            candidate = z - _to_tensor(solution, z)
+            candidate = z - solve(r, damping_now)
             r_candidate = residual_fn(candidate)
             if torch.isfinite(r_candidate).all() and r_candidate.norm() < r.norm():
                 z, r, damping_now = candidate, r_candidate, damping_now / 3
