@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from diffinv.schedule import Point
@@ -52,6 +54,16 @@ class Denoiser:
                 prompts, pipe.unet.device, 1, guided, negative_prompt=negative_prompt
             )
         return cls(pipe.unet, positive, negative, guidance, prediction_type)
+
+    def repeated(self, count: int) -> "Denoiser":
+        """A copy for the latents repeated `count` times along the batch (x.repeat(count, ...)): the prompt
+        embeddings tiled alike, the unconditional and conditional halves kept apart. The copy counts its
+        own network calls, not this one's."""
+        twin = copy.copy(self)
+        halves = self.embeds.chunk(2) if self.guided else (self.embeds,)
+        twin.embeds = torch.cat([half.repeat(count, 1, 1) for half in halves])
+        twin.nfe = 0
+        return twin
 
     @property
     def dtype(self) -> torch.dtype:

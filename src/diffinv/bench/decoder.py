@@ -117,7 +117,7 @@ def run_decoder_benchmark(
         raise ValueError(f"give one source of frames, not {' and '.join(given)}")
     device = autoencoder.device
 
-    if images is None and latents is None and sample_prompts:
+    if sample_prompts:  # one source at most (checked above)
         if not hasattr(pipe_or_autoencoder, "unet"):
             raise ValueError("sample_prompts needs a pipeline, not a bare autoencoder")
         prompts = [sample_prompts[i % len(sample_prompts)] for i in range(max(frames))]
@@ -130,7 +130,7 @@ def run_decoder_benchmark(
                 generator=torch.Generator().manual_seed(seed),
             ).images.float().cpu()
         source = "sampled latents"
-    elif images is None and latents is None and video_size:
+    elif video_size is not None:
         from diffinv.bench.images import panning_frames
 
         if int(video_size) % autoencoder.factor:

@@ -216,13 +216,8 @@ class StepProblem:
 
     def repeated(self, count: int) -> "StepProblem":
         """The same step for the latents repeated `count` times (for batched Jacobian columns); its
-        denoiser is a copy whose network calls are not counted."""
-        denoiser = copy.copy(self.denoiser)
-        if denoiser.guided:
-            negative, positive = self.denoiser.embeds.chunk(2)
-            denoiser.embeds = torch.cat([negative.repeat(count, 1, 1), positive.repeat(count, 1, 1)])
-        else:
-            denoiser.embeds = self.denoiser.embeds.repeat(count, 1, 1)
+        denoiser is `Denoiser.repeated`, whose network calls are not counted here."""
+        denoiser = self.denoiser.repeated(count)
 
         def tile(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.repeat(count, *([1] * (tensor.ndim - 1)))

@@ -12,9 +12,10 @@ and z <- z - d is kept if the residual fell (then lambda /= 3), else lambda *= 4
 retried. `matrix_free` solves it with LSMR (scipy), which needs only products J v (forward-mode AD
 through the UNet) and J^T u (reverse mode, on one retained graph per outer iteration): nothing forms a
 Jacobian, so the cost per outer iteration is `inner` Jacobian-vector and `inner` vector-Jacobian
-products whatever the latent size. With `dense` the full Jacobian of each latent is formed (one product per unknown, batched) and
-the damped normal equations (J^T J + lambda I) d = J^T r are solved directly: exact where LSMR's few
-iterations leave the smallest singular directions unresolved, affordable for small latents only.
+products whatever the latent size. With `dense` the full Jacobian of each latent is formed (one
+product per unknown, batched) and the damped normal equations (J^T J + lambda I) d = J^T r are solved
+directly: exact where LSMR's few iterations leave the smallest singular directions unresolved,
+affordable for small latents only.
 """
 
 from __future__ import annotations
