@@ -45,6 +45,41 @@ def test_checker_reads_random_renders():
     assert np.mean([r.combo == s.combo for r, s in zip(noisy, scenes)]) >= 0.95
 
 
+def test_textured_scenes_read_back_at_any_rotation():
+    rng = np.random.default_rng(3)
+    scenes = [random_scene(rng, textured=True) for _ in range(300)]
+    images = [render(s) for s in scenes]
+    assert len({s.angle for s in scenes if s.shape != "circle"}) > 150  # continuous rotations
+    assert np.mean([im.std(axis=(0, 1)).mean() for im in images]) > 20  # textured, not flat
+    again = render(scenes[0])
+    assert np.array_equal(again, images[0])  # the texture comes from the scene's seed
+    readings = [read_scene(im) for im in images]
+    assert all(r.color == s.color and r.background == s.background for r, s in zip(readings, scenes))
+    assert np.mean([r.shape == s.shape for r, s in zip(readings, scenes)]) >= 0.95
+    for s, im in zip(scenes, images):  # the shape stays inside the frame's margin at every angle
+        far = np.abs(im.astype(float) - np.array(PALETTE[s.background])).sum(-1) > 150
+        assert not far[:2].any() and not far[-2:].any() and not far[:, :2].any() and not far[:, -2:].any()
+
+
+def test_checker_fill_ratio_ignores_rotation():
+    from diffinv.train.scenes import rectangle_fill
+
+    square = np.zeros((64, 64), bool)
+    square[20:40, 20:40] = True
+    turned = render(Scene("red", "square", "blue", radius=14, angle=np.pi / 4))
+    assert rectangle_fill(square) == 1.0
+    assert read_scene(turned).shape == "square" and read_scene(turned).fill > 0.9
+
+
+def test_unet_batch_mixes_scenes_photos_and_leaves():
+    from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, unet_batch
+
+    images, captions = unet_batch(np.random.default_rng(0), 8, train_combos(), 0.25, 0.25)
+    assert images.shape == (8, 3, 64, 64) and images.min() >= -1 and images.max() <= 1
+    assert captions[-4:] == [PHOTO_CAPTION] * 2 + [LEAVES_CAPTION] * 2
+    assert all(c.endswith("background") for c in captions[:4])
+
+
 def test_heldout_split():
     held, train = heldout_combos(), train_combos()
     assert len(held) == len(set(held)) == 24 and not set(held) & set(train)
@@ -79,6 +114,59 @@ def test_dead_leaves_are_seeded_varied_and_in_range():
     assert np.mean(radii < 2.0) > 0.7  # density ~ r^-3: most leaves are small (P(r < 2) = 0.75)
 
 
+def test_weight_average_follows_the_weights():
+    from diffinv.train.loop import ExponentialAverage
+
+    layer = torch.nn.Linear(2, 2)
+    average = ExponentialAverage({"layer": layer}, decay=0.9)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update({"layer": layer})  # first update: weight min(0.9, 1/10) keeps 10% of the old
+    moved = average.modules["layer"].weight
+    assert torch.allclose(moved, layer.weight - 0.1)
+    assert not moved.requires_grad
+
+
+def test_interrupted_unet_run_equals_uninterrupted(tmp_path):
+    """The rolling data buffer, the optimiser and the weight average are all in the checkpoint."""
+    from diffinv.train.unet import train_unet
+    from diffinv.train.vae import train_vae
+
+    torch.set_num_threads(1)
+    for run in ("straight", "resumed"):
+        train_vae(tmp_path / run / "vae", steps=1, batch=2, channels=(8, 16, 16), groups=4)
+    settings = dict(batch=2, buffer=6, fresh=2, channels=(16, 32, 32), text_width=32, text_layers=1)
+    train_unet(tmp_path / "straight", steps=3, **settings)
+    train_unet(tmp_path / "resumed", steps=3, until=1, **settings)
+    train_unet(tmp_path / "resumed", steps=3, **settings)
+    straight = torch.load(tmp_path / "straight" / "unet" / "step_0000003.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed" / "unet" / "step_0000003.pt", weights_only=False)
+    for part in ("modules", "average"):
+        weights = straight[part] if part == "modules" else straight[part]["modules"]
+        again = resumed[part] if part == "modules" else resumed[part]["modules"]
+        for key, value in weights["unet"].items():
+            assert torch.equal(value, again["unet"][key]), (part, key)
+    assert torch.equal(straight["extra"]["latents"], resumed["extra"]["latents"])
+    assert not torch.equal(straight["modules"]["unet"]["conv_in.weight"],
+                           straight["average"]["modules"]["unet"]["conv_in.weight"])
+
+
+def test_probe_statistics_and_rows():
+    from diffinv.testing import tiny_pipeline
+    from diffinv.train.probe import format_probe, invertibility, step_statistics
+
+    folded = torch.diag(torch.tensor([0.5, 0.4, -0.01, 0.3]))
+    stats = step_statistics(folded, floor=0.3)
+    assert stats["negative_eigenvalues"] == 1 and stats["min_singular"] == pytest.approx(0.01)
+    assert stats["asymmetry"] == 0.0
+    pipe = tiny_pipeline()
+    rows = invertibility(pipe, trajectories=2, last=1, steps=4)
+    steps = [r for r in rows if "timestep" in r]
+    assert len(steps) == 2 and all(r["floor"] > 0 and r["min_singular"] > 0 for r in steps)
+    assert {r["method"] for r in rows if "method" in r} == {"naive", "exact"}
+    assert "summary:" in format_probe(rows)
+
+
 def test_smoke_train_resume_export(tmp_path, capsys):
     from diffinv.train.export import export
     from diffinv.train.unet import train_unet
@@ -95,8 +183,9 @@ def test_smoke_train_resume_export(tmp_path, capsys):
     finetune_decoder(tmp_path, steps=2, batch=2)
     assert (tmp_path / "vae_decoder" / "step_0000002.pt").exists()
     tiny_unet = dict(channels=(16, 32, 32), text_width=32, text_layers=1)
-    train_unet(tmp_path, steps=2, batch=2, n_scenes=8, **tiny_unet)
-    train_unet(tmp_path, steps=3, batch=2, n_scenes=8, **tiny_unet)
+    stream = dict(buffer=8, fresh=2, photo_fraction=0.25, leaves_fraction=0.25)
+    train_unet(tmp_path, steps=2, batch=2, **stream, **tiny_unet)
+    train_unet(tmp_path, steps=3, batch=2, **stream, **tiny_unet)
     assert "at step 2" in capsys.readouterr().out
     assert (tmp_path / "unet" / "step_0000003.pt").exists()
     folder = export(tmp_path, tmp_path / "export")

@@ -6,6 +6,7 @@
     python -m diffinv.train export   --out runs/train --to src/diffinv/weights/tiny
     python -m diffinv.train evaluate --model src/diffinv/weights/tiny --json runs/train/eval.json
     python -m diffinv.train samples  --model src/diffinv/weights/tiny --png docs/tiny_samples.png
+    python -m diffinv.train probe    --model src/diffinv/weights/tiny --trajectories 4 --last 5
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=_ints, default=(32, 64, 64))
-    p.add_argument("--latent-channels", type=int, default=8)
+    p.add_argument("--latent-channels", type=int, default=4)
     p.add_argument("--photo-fraction", type=float, default=0.375, help="share of photo crops in a batch")
     p.add_argument("--leaves-fraction", type=float, default=0.375, help="share of dead-leaves images in a batch")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="photo crops without channel permutation, flips and turns (the first shipped recipe)")
+    p.add_argument("--flat-scenes", dest="textured", action="store_false",
+                   help="flat-colour scenes instead of textured ones (the first two shipped recipes)")
     p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
 
     p = sub.add_parser("decoder", help="fine-tune the VAE decoder alone (encoder frozen) into OUT/vae_decoder")
@@ -55,11 +58,17 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("unet", help="train text encoder + UNet on the VAE's latents (resumes from OUT/unet)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=4500)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scenes", type=int, default=16000, help="rendered scenes encoded once into latents")
+    p.add_argument("--buffer", type=int, default=2048, help="latents in the rolling training buffer")
+    p.add_argument("--fresh", type=int, default=16, help="new images rendered and encoded into it per step")
+    p.add_argument("--photo-fraction", type=float, default=0.125, help="share of photo crops ('a photo')")
+    p.add_argument("--leaves-fraction", type=float, default=0.125, help="share of dead-leaves images ('an image')")
+    p.add_argument("--weighting", choices=("uniform", "min-snr"), default="uniform", help="loss weight over timesteps")
+    p.add_argument("--ema", type=float, default=0.999, help="decay of the exported weight average")
+    p.add_argument("--probe-every", type=int, default=1000, help="invertibility probe every N steps (0: never)")
     p.add_argument("--channels", type=_ints, default=(32, 64, 128))
     p.add_argument("--text-width", type=int, default=64)
     p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
@@ -83,6 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=7.5)
 
+    p = sub.add_parser("probe", help="is the sampler invertible? last DDIM step maps' Jacobians + exact inversion")
+    p.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--trajectories", type=int, default=4, help="generated latents (held-out prompt i, seed i)")
+    p.add_argument("--last", type=int, default=5, help="how many of the last DDIM step maps")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--no-inversion", dest="inversion", action="store_false", help="skip naive/exact inversion")
+    p.add_argument("--json", type=Path, default=None)
+
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -92,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         train_vae(args.out / "vae", steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
                   seed=args.seed, channels=args.channels, latent_channels=args.latent_channels,
                   photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
-                  augmented=args.augment, until=args.until)
+                  augmented=args.augment, textured=args.textured, until=args.until)
     elif args.command == "decoder":
         from diffinv.train.vae import finetune_decoder
 
@@ -101,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "unet":
         from diffinv.train.unet import train_unet
 
-        train_unet(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                   n_scenes=args.scenes, channels=args.channels, text_width=args.text_width,
-                   until=args.until)
+        train_unet(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, buffer=args.buffer,
+                   fresh=args.fresh, photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
+                   weighting=args.weighting, ema=args.ema, probe_every=args.probe_every,
+                   channels=args.channels, text_width=args.text_width, until=args.until)
     elif args.command == "export":
         from diffinv.train.export import export
 
@@ -121,6 +140,16 @@ def main(argv: list[str] | None = None) -> None:
         from diffinv.train.evaluate import sample_grid
 
         print(sample_grid(args.model, args.png, seeds=args.seeds, steps=args.steps, guidance=args.guidance))
+    elif args.command == "probe":
+        from diffinv.train.evaluate import load_pipeline
+        from diffinv.train.probe import format_probe, invertibility
+
+        rows = invertibility(load_pipeline(args.model), trajectories=args.trajectories, last=args.last,
+                             steps=args.steps, guidance=args.guidance, inversion=args.inversion)
+        print(format_probe(rows))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ TRAIN_PHOTOS: tuple[str, ...] = (
 )
 HELDOUT_PHOTOS: tuple[str, ...] = ("coffee", "rocket")
 N_HELDOUT_COMBOS = 24
+#: Captions of the UNet's non-scene images: generic words the tokenizer knows (never a scene's grammar).
+PHOTO_CAPTION = "a photo"
+LEAVES_CAPTION = "an image"
 
 
 def heldout_combos(seed: int = 1234) -> list[tuple[str, str, str]]:
@@ -57,9 +60,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
 
 
-def scene_batch(rng: np.random.Generator, n: int, combos: list[tuple[str, str, str]] | None = None):
-    """`n` random scenes, their uint8 images [n, 64, 64, 3] and their captions."""
-    scenes = [random_scene(rng, combos=combos) for _ in range(n)]
+def scene_batch(rng: np.random.Generator, n: int, combos: list[tuple[str, str, str]] | None = None,
+                textured: bool = False):
+    """`n` random scenes (flat or textured), their uint8 images [n, 64, 64, 3] and their captions."""
+    scenes = [random_scene(rng, combos=combos, textured=textured) for _ in range(n)]
     images = np.stack([render(s) for s in scenes])
     return scenes, images, [s.caption for s in scenes]
 
@@ -121,17 +125,33 @@ def center_photo(name: str, size: int = SIZE) -> np.ndarray:
 
 
 def autoencoder_batch(rng: np.random.Generator, n: int, photo_fraction: float = 0.5,
-                      augmented: bool = False, leaves_fraction: float = 0.0) -> torch.Tensor:
-    """A mixed batch for the autoencoder, in [-1, 1]: rendered scenes, crops of the training photos
-    (optionally through `augment`) and dead-leaves images, in the given fractions (scenes get the rest)."""
+                      augmented: bool = False, leaves_fraction: float = 0.0, textured: bool = False) -> torch.Tensor:
+    """A mixed batch for the autoencoder, in [-1, 1]: rendered scenes (flat or `textured`), crops of the
+    training photos (optionally through `augment`) and dead-leaves images, in the given fractions
+    (scenes get the rest)."""
     n_photo = int(round(n * photo_fraction))
     n_leaves = min(n - n_photo, int(round(n * leaves_fraction)))
     n_scene = n - n_photo - n_leaves
     parts = []
     if n_scene:
-        parts.append(to_tensor(scene_batch(rng, n_scene)[1]))
+        parts.append(to_tensor(scene_batch(rng, n_scene, textured=textured)[1]))
     if n_photo:
         parts.append(to_tensor(photo_batch(rng, n_photo, augmented=augmented)))
     if n_leaves:
         parts.append(to_tensor(leaves_batch(rng, n_leaves)))
     return torch.cat(parts)
+
+
+def unet_batch(rng: np.random.Generator, n: int, combos: list[tuple[str, str, str]], photo_fraction: float = 0.125,
+               leaves_fraction: float = 0.125) -> tuple[torch.Tensor, list[str]]:
+    """Images in [-1, 1] and captions for the UNet: textured scenes of `combos` (their captions), augmented
+    crops of the training photos ("a photo") and dead-leaves images ("an image"), in the given fractions."""
+    n_photo = int(round(n * photo_fraction))
+    n_leaves = min(n - n_photo, int(round(n * leaves_fraction)))
+    _, scenes, captions = scene_batch(rng, n - n_photo - n_leaves, combos, textured=True)
+    parts = [to_tensor(scenes)]
+    if n_photo:
+        parts.append(to_tensor(photo_batch(rng, n_photo, augmented=True)))
+    if n_leaves:
+        parts.append(to_tensor(leaves_batch(rng, n_leaves)))
+    return torch.cat(parts), captions + [PHOTO_CAPTION] * n_photo + [LEAVES_CAPTION] * n_leaves

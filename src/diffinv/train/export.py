@@ -6,37 +6,23 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 
-from diffinv.testing import SD_SCHEDULER_CONFIG
 from diffinv.tokenizer import build_tokenizer
 from diffinv.train.loop import load_modules
-from diffinv.train.unet import DEFAULT_UNET, build_text_encoder, build_unet, load_vae
+from diffinv.train.unet import DEFAULT_UNET, build_pipeline, build_text_encoder, build_unet, load_vae
 
 
 def assemble(out: Path) -> StableDiffusionPipeline:
-    """A float32 pipeline from the last checkpoints in out/vae and out/unet."""
+    """A float32 pipeline from the last checkpoints in out/vae and out/unet (the UNet's and text
+    encoder's exponential average of the weights when the run kept one)."""
     out = Path(out)
     config = json.loads((out / "unet" / "config.json").read_text())
     arch = {**DEFAULT_UNET, **config["arch"]}
-    tokenizer = build_tokenizer()
-    text_encoder = build_text_encoder(tokenizer, arch["text_width"], arch["text_layers"])
+    text_encoder = build_text_encoder(build_tokenizer(), arch["text_width"], arch["text_layers"])
     unet = build_unet(**arch)
     load_modules(out / "unet", {"text_encoder": text_encoder, "unet": unet})
-    vae = load_vae(out)
-    vae.register_to_config(scaling_factor=float(config["scaling_factor"]))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return build_pipeline(load_vae(out), text_encoder, unet, config["scaling_factor"])
 
 
 def export(out: Path, folder: Path, dtype: torch.dtype = torch.float16) -> Path:

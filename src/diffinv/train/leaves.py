@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from diffinv.train.scenes import SIZE
+SIZE = 64  #: side in pixels of every training image (scenes, leaves, photo crops)
 
 
 def leaf_radii(rng: np.random.Generator, n: int, r_min: float = 1.0, r_max: float = 40.0) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -46,6 +47,37 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+class ExponentialAverage:
+    """An exponential moving average of modules' weights (what diffusion models export): decay
+    min(`decay`, (1 + n) / (10 + n)) after n updates, so early averages are not stuck at the initial
+    weights."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.modules = {k: copy.deepcopy(m).requires_grad_(False).eval() for k, m in modules.items()}
+
+    @torch.no_grad()
+    def update(self, modules: dict[str, torch.nn.Module]) -> None:
+        weight = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, module in modules.items():
+            average = self.modules[name].state_dict()
+            for key, value in module.state_dict().items():
+                if value.dtype.is_floating_point:
+                    average[key].lerp_(value, 1 - weight)
+                else:
+                    average[key].copy_(value)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "modules": {k: m.state_dict() for k, m in self.modules.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+
+
 def train(
     folder: Path,
     modules: dict[str, torch.nn.Module],
@@ -58,17 +90,24 @@ def train(
     log_every: int = 25,
     warmup: int = 100,
     until: int | None = None,
+    ema_decay: float | None = None,
+    extra_state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None,
+    on_checkpoint: Callable[[int, dict[str, torch.nn.Module]], None] | None = None,
 ) -> int:
     """Run AdamW on `modules` for `steps` steps of `loss_fn(step)`, resuming from folder's last checkpoint.
 
     `until` stops early (with a checkpoint) at that step without changing the LR schedule, which is
     always laid out over `steps`. Returns the step reached. `config` (the model and run settings) is
-    stored with every checkpoint.
+    stored with every checkpoint. `ema_decay` keeps an `ExponentialAverage` of the weights in the
+    checkpoints (`load_modules(..., average=True)` reads it); `extra_state` = (get, set) saves and
+    restores the caller's own state (a data buffer) with them; `on_checkpoint(step, weights)` runs
+    after each save with the averaged weights if any (an invertibility probe).
     """
     end = steps if until is None else min(steps, until)
     folder = Path(folder)
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    average = ExponentialAverage(modules, ema_decay) if ema_decay is not None else None
     start = 0
     last = latest_checkpoint(folder)
     if last is not None:
@@ -76,6 +115,10 @@ def train(
         for name, module in modules.items():
             module.load_state_dict(ckpt["modules"][name])
         opt.load_state_dict(ckpt["optimizer"])
+        if average is not None:
+            average.load_state_dict(ckpt["average"])
+        if extra_state is not None:
+            extra_state[1](ckpt["extra"])
         start = int(ckpt["step"])
         print(f"resumed from {last} at step {start}", flush=True)
     torch.manual_seed(seed)
@@ -83,8 +126,13 @@ def train(
     (folder / "config.json").write_text(json.dumps(config, indent=2))
 
     def state() -> dict:
-        return {"modules": {k: m.state_dict() for k, m in modules.items()}, "optimizer": opt.state_dict(),
-                "config": config}
+        saved = {"modules": {k: m.state_dict() for k, m in modules.items()}, "optimizer": opt.state_dict(),
+                 "config": config}
+        if average is not None:
+            saved["average"] = average.state_dict()
+        if extra_state is not None:
+            saved["extra"] = extra_state[0]()
+        return saved
 
     for m in modules.values():
         m.train()
@@ -98,6 +146,8 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if average is not None:
+            average.update(modules)
         running.append(loss.item())
         if (step + 1) % log_every == 0:
             msg = f"step {step + 1}/{steps} loss {np.mean(running):.5f} lr {opt.param_groups[0]['lr']:.2e} " \
@@ -110,15 +160,21 @@ def train(
             running = []
         if (step + 1) % save_every == 0 or step + 1 == end:
             save_checkpoint(folder, step + 1, state())
+            if on_checkpoint is not None:
+                on_checkpoint(step + 1, average.modules if average is not None else modules)
+                for m in modules.values():
+                    m.train()
     return max(start, end)
 
 
-def load_modules(folder: Path, modules: dict[str, torch.nn.Module]) -> int:
-    """Load the last checkpoint's weights of `folder` into `modules`; return its step."""
+def load_modules(folder: Path, modules: dict[str, torch.nn.Module], average: bool = True) -> int:
+    """Load the last checkpoint's weights of `folder` into `modules` (its exponential average of the
+    weights when it has one and `average`); return its step."""
     last = latest_checkpoint(folder)
     if last is None:
         raise FileNotFoundError(f"no checkpoint step_*.pt in {folder}")
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    weights = ckpt["average"]["modules"] if average and "average" in ckpt else ckpt["modules"]
     for name, module in modules.items():
-        module.load_state_dict(ckpt["modules"][name])
+        module.load_state_dict(weights[name])
     return int(ckpt["step"])

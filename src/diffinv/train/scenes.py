@@ -1,9 +1,12 @@
 """Procedural captioned scenes ("a red circle on a blue background") and a checker that reads them back.
 
-The renderer draws one flat-colored shape on a flat background, anti-aliased by supersampling. The
-checker recovers background color, shape color and shape kind from any RGB image (rendered or
-generated) using the renderer's own color table, so prompt adherence can be measured without a
-learned classifier.
+The renderer draws one shape on a background, anti-aliased by supersampling: flat colours (the first
+two bundled models), or, for a textured scene, each region filled with a texture in shades of its
+colour (grain, stripes, smooth blotches, dead leaves) and the shape at any rotation. Textures give the
+data variance in every latent direction, which keeps the learnt sampler invertible. The checker
+recovers background color, shape color and shape kind from any RGB image (rendered or generated)
+using the renderer's own color table, so prompt adherence can be measured without a learned
+classifier; its shape kind comes from a rotation-invariant fill ratio.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from skimage.measure import label, regionprops
+
+from diffinv.train.leaves import SIZE, leaf_radii
 
 #: The renderer's color table (RGB, 0..255). Captions use these names.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -27,9 +33,13 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 COLORS: tuple[str, ...] = tuple(PALETTE)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-SIZE = 64
 SUPERSAMPLE = 4
 MARGIN = 4  # pixels kept free of the shape along every side, so the border is pure background
+#: Largest distance from the centre to the shape's outline, in radii, over all rotations.
+REACH: dict[str, float] = {"circle": 1.0, "square": 0.886 * 2**0.5, "triangle": 1.1 * 2**0.5}
+#: Largest shading offset of a texture (0..255 units, the same on every channel): small enough that
+#: every palette colour stays nearest to itself and the shape stays apart from its background.
+TEXTURE_AMPLITUDE = 20.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,8 @@ class Scene:
     cx: float = SIZE / 2
     cy: float = SIZE / 2
     radius: float = 14.0
+    angle: float = 0.0  # rotation in radians (circles look the same at any angle)
+    texture_seed: int | None = None  # None: flat colours; else the seed of both regions' textures
 
     @property
     def combo(self) -> tuple[str, str, str]:
@@ -63,23 +75,37 @@ def all_combos() -> list[tuple[str, str, str]]:
 
 
 def random_scene(rng: np.random.Generator, combo: tuple[str, str, str] | None = None,
-                 combos: list[tuple[str, str, str]] | None = None) -> Scene:
-    """A scene with random size and position; its combo is `combo`, or drawn from `combos` (default: all)."""
+                 combos: list[tuple[str, str, str]] | None = None, textured: bool = False) -> Scene:
+    """A scene with random size and position; its combo is `combo`, or drawn from `combos` (default: all).
+
+    `textured` also draws a continuous rotation and a texture seed (flat scenes draw neither, so their
+    random stream is the one the first two bundled models were trained on).
+    """
     if combo is None:
         pool = combos if combos is not None else all_combos()
         combo = pool[int(rng.integers(len(pool)))]
-    radius = float(rng.uniform(9.0, 22.0))
-    lo, hi = MARGIN + radius, SIZE - MARGIN - radius
+    if not textured:
+        radius = float(rng.uniform(9.0, 22.0))
+        lo, hi = MARGIN + radius, SIZE - MARGIN - radius
+        cx, cy = (float(rng.uniform(lo, hi)) for _ in range(2))
+        return Scene(*combo, cx=cx, cy=cy, radius=radius)
+    reach = REACH[combo[1]]
+    radius = float(rng.uniform(9.0, min(22.0, (SIZE / 2 - MARGIN) / reach)))
+    lo, hi = MARGIN + reach * radius, SIZE - MARGIN - reach * radius
     cx, cy = (float(rng.uniform(lo, hi)) for _ in range(2))
-    return Scene(*combo, cx=cx, cy=cy, radius=radius)
+    angle = float(rng.uniform(0, 2 * np.pi)) if combo[1] != "circle" else 0.0
+    return Scene(*combo, cx=cx, cy=cy, radius=radius, angle=angle, texture_seed=int(rng.integers(2**62)))
 
 
-def _shape_mask(shape: str, cx: float, cy: float, r: float, size: int, scale: int) -> np.ndarray:
-    """Coverage in [0, 1] of each pixel by the shape, from `scale` x `scale` subsamples per pixel."""
+def _shape_mask(shape: str, cx: float, cy: float, r: float, size: int, scale: int, angle: float = 0.0) -> np.ndarray:
+    """Coverage in [0, 1] of each pixel by the shape (turned by `angle`), from `scale` x `scale` subsamples."""
     n = size * scale
     coords = (np.arange(n) + 0.5) / scale
     y, x = np.meshgrid(coords, coords, indexing="ij")
     dx, dy = x - cx, y - cy
+    if angle:
+        cos, sin = np.cos(angle), np.sin(angle)
+        dx, dy = cos * dx + sin * dy, -sin * dx + cos * dy
     if shape == "circle":
         inside = dx**2 + dy**2 <= r**2
     elif shape == "square":
@@ -95,12 +121,42 @@ def _shape_mask(shape: str, cx: float, cy: float, r: float, size: int, scale: in
     return inside.reshape(size, scale, size, scale).mean(axis=(1, 3))
 
 
+def shading(rng: np.random.Generator, size: int = SIZE, amplitude: float = TEXTURE_AMPLITUDE) -> np.ndarray:
+    """A random texture as brightness offsets [size, size] within +-amplitude: a sum of one to four of
+    grain, stripes at any angle and frequency, smooth blotches (blurred noise) and dead leaves."""
+    kinds = [k for k in ("grain", "stripes", "blotches", "leaves") if rng.random() < 0.5]
+    if not kinds:
+        kinds = [("grain", "stripes", "blotches", "leaves")[int(rng.integers(4))]]
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    field = np.zeros((size, size))
+    for kind in kinds:
+        strength = rng.uniform(0.3, 1.0) * amplitude
+        if kind == "grain":
+            field += rng.normal(0, strength / 3, (size, size))
+        elif kind == "stripes":
+            theta, period = rng.uniform(0, np.pi), rng.uniform(3.0, 16.0)
+            phase = rng.uniform(0, 2 * np.pi)
+            field += strength * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period + phase)
+        elif kind == "blotches":
+            smooth = gaussian_filter(rng.normal(size=(size, size)), rng.uniform(1.5, 6.0), mode="wrap")
+            field += strength * smooth / max(np.abs(smooth).max(), 1e-8)
+        else:
+            for radius in leaf_radii(rng, 60, r_min=2.0, r_max=24.0):
+                cx, cy = rng.uniform(-radius, size + radius, 2)
+                field[(x - cx) ** 2 + (y - cy) ** 2 <= radius**2] = strength * rng.uniform(-1, 1)
+    return np.clip(field, -amplitude, amplitude)
+
+
 def render(scene: Scene, size: int = SIZE) -> np.ndarray:
-    """The scene as a uint8 RGB array [size, size, 3]."""
-    coverage = _shape_mask(scene.shape, scene.cx, scene.cy, scene.radius, size, SUPERSAMPLE)[..., None]
+    """The scene as a uint8 RGB array [size, size, 3] (textured when the scene has a texture seed)."""
+    coverage = _shape_mask(scene.shape, scene.cx, scene.cy, scene.radius, size, SUPERSAMPLE, scene.angle)[..., None]
     fg = np.array(PALETTE[scene.color], dtype=np.float64)
     bg = np.array(PALETTE[scene.background], dtype=np.float64)
-    return np.round(coverage * fg + (1 - coverage) * bg).astype(np.uint8)
+    if scene.texture_seed is not None:
+        rng = np.random.default_rng(scene.texture_seed)
+        fg = fg + shading(rng, size)[..., None]
+        bg = bg + shading(rng, size)[..., None]
+    return np.round(np.clip(coverage * fg + (1 - coverage) * bg, 0, 255)).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -110,7 +166,7 @@ class Reading:
     color: str | None
     shape: str | None
     background: str
-    fill: float  # shape area / bounding-box area (circle ~0.79, square ~1, triangle ~0.5)
+    fill: float  # shape area / smallest enclosing rectangle's area (circle ~0.79, square ~1, triangle ~0.5)
 
     @property
     def combo(self) -> tuple[str | None, str | None, str]:
@@ -123,6 +179,18 @@ _PALETTE_ARRAY = np.array([PALETTE[c] for c in COLORS], dtype=np.float64)
 def nearest_color(rgb: np.ndarray) -> str:
     """Name of the palette color closest (Euclidean RGB) to one RGB triple."""
     return COLORS[int(np.argmin(((_PALETTE_ARRAY - rgb) ** 2).sum(axis=1)))]
+
+
+def rectangle_fill(mask: np.ndarray, angles: int = 45) -> float:
+    """Area of a pixel mask over the area of its smallest enclosing rectangle at any of `angles`
+    rotations in [0, 90) degrees: the bounding-box fill ratio, made independent of the shape's rotation."""
+    ys, xs = np.nonzero(mask)
+    best = np.inf
+    for theta in np.linspace(0, np.pi / 2, angles, endpoint=False):
+        u = xs * np.cos(theta) + ys * np.sin(theta)
+        v = -xs * np.sin(theta) + ys * np.cos(theta)
+        best = min(best, (np.ptp(u) + 1) * (np.ptp(v) + 1))
+    return float(len(xs) / best)
 
 
 def classify_fill(fill: float) -> str:
@@ -138,7 +206,8 @@ def read_scene(image: np.ndarray, threshold: float = 50.0, min_area: int = 12) -
     """Read background color (border pixels), shape color and shape kind from a uint8 RGB image.
 
     Pixels farther than `threshold` (RGB distance) from the background are the shape; its color is
-    the palette color nearest their median, its kind comes from the largest blob's fill ratio.
+    the palette color nearest their median, its kind comes from the largest blob's fill ratio of its
+    smallest enclosing rectangle (`rectangle_fill`), so a rotated square still reads as a square.
     """
     img = np.asarray(image, dtype=np.float64)[..., :3]
     border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
@@ -153,5 +222,5 @@ def read_scene(image: np.ndarray, threshold: float = 50.0, min_area: int = 12) -
         return Reading(None, None, background, 0.0)
     pixels = img[labels == blob.label]
     color = nearest_color(np.median(pixels, axis=0))
-    fill = float(blob.area / blob.area_bbox)
+    fill = rectangle_fill(labels == blob.label)
     return Reading(color, classify_fill(fill), background, fill)

@@ -1,9 +1,15 @@
-"""Stage 2: text encoder + UNet trained together on latents of rendered scenes (epsilon prediction).
+"""Stage 2: text encoder + UNet trained together on latents of endless training images (epsilon prediction).
 
-The frozen stage-1 autoencoder encodes `n_scenes` rendered training scenes once (posterior means);
-their global standard deviation gives the pipeline's `scaling_factor`. Captions are dropped to ""
-with probability `drop` so classifier-free guidance works; the loss is the min-SNR-weighted
-epsilon MSE on the Stable Diffusion 1.x noise schedule.
+Every step renders and encodes `fresh` new images with the frozen stage-1 autoencoder (posterior
+means) into a rolling buffer of `buffer` latents and draws its batch from that buffer: the data never
+repeats as a fixed set does, and encoding costs a quarter of a batch per step instead of a whole one.
+The images are textured scenes of the training caption combinations, photo crops ("a photo") and
+dead-leaves images ("an image"): variance in every latent direction, which keeps the learnt sampler
+invertible at low noise (flat scenes did not). Captions are dropped to "" with probability `drop`
+for classifier-free guidance. The loss is the plain epsilon MSE with uniform timesteps (`weighting=
+"uniform"`, Ho et al.'s L_simple, as Stable Diffusion trains), which gives the low-noise steps where
+folds appeared as much weight as the rest; `"min-snr"` (the second model's recipe) gives t=21 a tenth.
+An exponential average of the weights (decay `ema`) is what `export` writes.
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from diffinv.testing import SD_SCHEDULER_CONFIG
 from diffinv.tokenizer import build_tokenizer
-from diffinv.train.data import scene_batch, to_tensor, train_combos
+from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, train_combos, unet_batch
 from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
+from diffinv.train.scenes import caption
 from diffinv.train.vae import build_vae, decoder_modules, stored_arch
 
 DEFAULT_UNET = dict(channels=(32, 64, 128), text_width=64, text_layers=2)
+WEIGHTINGS = ("uniform", "min-snr")
 
 
 def build_text_encoder(tokenizer: CLIPTokenizer, width: int = 64, layers: int = 2) -> CLIPTextModel:
@@ -60,6 +68,19 @@ def build_unet(channels: tuple[int, ...] = (32, 64, 128), text_width: int = 64, 
     )
 
 
+def build_pipeline(vae: AutoencoderKL, text_encoder: CLIPTextModel, unet: UNet2DConditionModel,
+                   scaling_factor: float) -> StableDiffusionPipeline:
+    """The trained parts as a `StableDiffusionPipeline` (DDIM, SD 1.x betas, no safety checker)."""
+    vae.register_to_config(scaling_factor=float(scaling_factor))
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=build_tokenizer(), unet=unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
     """Token ids padded to the tokenizer's max length, as `StableDiffusionPipeline` makes them."""
     return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
@@ -76,32 +97,59 @@ def load_vae(out: Path, finetuned_decoder: bool = True) -> AutoencoderKL:
     return vae.eval().requires_grad_(False)
 
 
-@torch.no_grad()
-def encode_scenes(vae: AutoencoderKL, n: int, seed: int, batch: int = 250) -> tuple[torch.Tensor, list[str]]:
-    """Posterior-mean latents [n, C, 16, 16] and captions of `n` rendered scenes of the training combos."""
-    rng = np.random.default_rng([seed, 77])
-    combos = train_combos()
-    latents, captions = [], []
-    for start in range(0, n, batch):
-        _, images, caps = scene_batch(rng, min(batch, n - start), combos)
-        latents.append(vae.encode(to_tensor(images)).latent_dist.mean)
-        captions += caps
-    return torch.cat(latents), captions
+class LatentStream:
+    """Endless training latents: a rolling buffer that `refresh` tops up with freshly rendered, encoded images.
+
+    Captions are stored as indices into `captions` (every training caption, the generic ones, and "").
+    The buffer is part of the checkpoint, so a resumed run draws exactly what an uninterrupted one does.
+    """
+
+    def __init__(self, vae: AutoencoderKL, size: int, fresh: int, combos: list[tuple[str, str, str]],
+                 photo_fraction: float, leaves_fraction: float) -> None:
+        self.vae, self.size, self.fresh, self.combos = vae, size, fresh, combos
+        self.fractions = (photo_fraction, leaves_fraction)
+        self.captions = sorted({caption(*c) for c in combos}) + [PHOTO_CAPTION, LEAVES_CAPTION, ""]
+        self.index = {c: i for i, c in enumerate(self.captions)}
+        self.latents: torch.Tensor | None = None
+        self.caption_ids = torch.zeros(size, dtype=torch.long)
+        self.position = 0
+
+    @torch.no_grad()
+    def encode(self, rng: np.random.Generator, n: int, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` new posterior-mean latents (unscaled) and their caption indices."""
+        latents, ids = [], []
+        for first in range(0, n, chunk):
+            images, captions = unet_batch(rng, min(chunk, n - first), self.combos, *self.fractions)
+            latents.append(self.vae.encode(images).latent_dist.mean)
+            ids.append(torch.tensor([self.index[c] for c in captions]))
+        return torch.cat(latents), torch.cat(ids)
+
+    def refresh(self, rng: np.random.Generator) -> None:
+        """Replace the `fresh` oldest latents by new ones (the first call fills the whole buffer)."""
+        if self.latents is None:
+            self.latents, self.caption_ids = self.encode(rng, self.size)
+            return
+        latents, ids = self.encode(rng, self.fresh)
+        where = (self.position + torch.arange(self.fresh)) % self.size
+        self.latents[where], self.caption_ids[where] = latents, ids
+        self.position = int((self.position + self.fresh) % self.size)
+
+    def draw(self, gen: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of (unscaled) latents and caption indices drawn uniformly from the buffer."""
+        pick = torch.randint(0, self.size, (batch,), generator=gen)
+        return self.latents[pick], self.caption_ids[pick]
+
+    def state_dict(self) -> dict:
+        return {"latents": self.latents, "caption_ids": self.caption_ids, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.latents, self.caption_ids, self.position = state["latents"], state["caption_ids"], state["position"]
 
 
-def latent_dataset(out: Path, n: int, seed: int) -> dict:
-    """Encoded training scenes, cached in out/unet/latents.pt (recomputed if n or seed differ)."""
-    path = Path(out) / "unet" / "latents.pt"
-    if path.exists():
-        cached = torch.load(path, weights_only=False)
-        if cached["n"] == n and cached["seed"] == seed:
-            return cached
-    latents, captions = encode_scenes(load_vae(out, finetuned_decoder=False), n, seed)
-    data = dict(n=n, seed=seed, latents=latents, captions=captions,
-                scaling_factor=float(1.0 / latents.std()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path)
-    return data
+def scaling_factor(stream: LatentStream, seed: int, n: int = 512) -> float:
+    """1 / std of `n` latents from a fixed draw of the training stream (the pipeline's `scaling_factor`)."""
+    latents, _ = stream.encode(np.random.default_rng([seed, 10**6]), n)
+    return float(1.0 / latents.std())
 
 
 def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
@@ -110,29 +158,38 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float =
     return snr.clamp(max=gamma) / snr
 
 
-def train_unet(out: Path, steps: int = 4000, batch: int = 64, lr: float = 1e-3, seed: int = 0,
-               n_scenes: int = 16000, drop: float = 0.1, until: int | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
-    """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder."""
-    data = latent_dataset(out, n_scenes, seed)
-    arch = {**DEFAULT_UNET, **arch, "latent_channels": int(data["latents"].shape[1])}
-    latents = data["latents"] * data["scaling_factor"]
+def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, seed: int = 0,
+               buffer: int = 2048, fresh: int = 16, photo_fraction: float = 0.125, leaves_fraction: float = 0.125,
+               drop: float = 0.1, weighting: str = "uniform", ema: float = 0.999, probe_every: int = 0,
+               until: int | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
+    """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder.
+
+    `probe_every` > 0 runs `diffinv.train.probe.invertibility` on the averaged weights every that many
+    steps (a multiple of the 200-step checkpoints) and appends its rows to out/unet/probe.jsonl.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    vae = load_vae(out, finetuned_decoder=False)
+    arch = {**DEFAULT_UNET, **arch, "latent_channels": int(vae.config.latent_channels)}
+    stream = LatentStream(vae, buffer, fresh, train_combos(), photo_fraction, leaves_fraction)
+    scale = scaling_factor(stream, seed)
     tokenizer = build_tokenizer()
-    ids = tokenize(tokenizer, sorted(set(data["captions"])) + [""])
-    index = {c: i for i, c in enumerate(sorted(set(data["captions"])))}
-    caption_ids = torch.tensor([index[c] for c in data["captions"]])
-    empty = len(index)
+    ids = tokenize(tokenizer, stream.captions)
+    empty = stream.index[""]
     torch.manual_seed(seed)
     text_encoder = build_text_encoder(tokenizer, arch["text_width"], arch["text_layers"])
     unet = build_unet(**arch)
     alphas_cumprod = DDIMScheduler(**SD_SCHEDULER_CONFIG).alphas_cumprod.float()
-    config = dict(arch=arch, steps=steps, batch=batch, lr=lr, seed=seed, n_scenes=n_scenes, drop=drop,
-                  scaling_factor=data["scaling_factor"])
+    config = dict(arch=arch, steps=steps, batch=batch, lr=lr, seed=seed, buffer=buffer, fresh=fresh,
+                  photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, drop=drop, weighting=weighting,
+                  ema=ema, scaling_factor=scale)
 
     def loss_fn(step: int) -> torch.Tensor:
-        _, gen = step_rng(seed, step)
-        pick = torch.randint(0, len(latents), (batch,), generator=gen)
-        z0 = latents[pick]
-        which = torch.where(torch.rand(batch, generator=gen) < drop, empty, caption_ids[pick])
+        rng, gen = step_rng(seed, step)
+        stream.refresh(rng)
+        z0, which = stream.draw(gen, batch)
+        z0 = z0 * scale
+        which = torch.where(torch.rand(batch, generator=gen) < drop, empty, which)
         t = torch.randint(0, len(alphas_cumprod), (batch,), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -140,8 +197,22 @@ def train_unet(out: Path, steps: int = 4000, batch: int = 64, lr: float = 1e-3, 
         cond = text_encoder(ids[which])[0]
         pred = unet(zt, t, cond).sample
         per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-        return (min_snr_weight(alphas_cumprod, t) * per_sample).mean()
+        if weighting == "min-snr":
+            per_sample = min_snr_weight(alphas_cumprod, t) * per_sample
+        return per_sample.mean()
+
+    def probe(step: int, weights: dict[str, torch.nn.Module]) -> None:
+        if probe_every <= 0 or step % probe_every:
+            return
+        from diffinv.train.probe import invertibility, summary
+
+        pipe = build_pipeline(vae, weights["text_encoder"], weights["unet"], scale)
+        rows = invertibility(pipe)
+        with open(Path(out) / "unet" / "probe.jsonl", "a") as f:
+            for row in rows:
+                f.write(json.dumps({"train_step": step, **row}) + "\n")
+        print(f"probe at step {step}: {summary(rows)}", flush=True)
 
     train(Path(out) / "unet", {"text_encoder": text_encoder, "unet": unet}, loss_fn, steps, lr, seed, config,
-          until=until)
+          until=until, ema_decay=ema, extra_state=(stream.state_dict, stream.load_state_dict), on_checkpoint=probe)
     return text_encoder.eval(), unet.eval()

@@ -69,25 +69,27 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, gen: torch.Generator, kl_weigh
 
 def train_vae(folder: Path, steps: int = 3000, batch: int = 32, patch: int = 32, lr: float = 1e-3,
               seed: int = 0, full_fraction: float = 0.1, photo_fraction: float = 0.375,
-              leaves_fraction: float = 0.375, augmented: bool = True, until: int | None = None,
-              **arch) -> AutoencoderKL:
+              leaves_fraction: float = 0.375, augmented: bool = True, textured: bool = True,
+              until: int | None = None, **arch) -> AutoencoderKL:
     """Train (or resume) the autoencoder into `folder`; returns it.
 
     Each batch mixes rendered scenes, augmented photo crops (`photo_fraction`) and dead-leaves images
-    (`leaves_fraction`): the last two are what lets it serve photos it never saw.
+    (`leaves_fraction`): the last two are what lets it serve photos it never saw. Scenes are
+    `textured` (the third model's recipe) or flat (the first two).
     """
     arch = {**DEFAULT_VAE, **arch}
     torch.manual_seed(seed)
     vae = build_vae(**arch)
     full_from = int(steps * (1 - full_fraction))
     config = dict(arch=arch, steps=steps, batch=batch, patch=patch, lr=lr, seed=seed, full_fraction=full_fraction,
-                  photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, augmented=augmented)
+                  photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, augmented=augmented,
+                  textured=textured)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
         full = step >= full_from
         x = autoencoder_batch(rng, batch // 2 if full else batch, photo_fraction, augmented=augmented,
-                              leaves_fraction=leaves_fraction)
+                              leaves_fraction=leaves_fraction, textured=textured)
         return vae_loss(vae, x if full else random_patches(x, patch, gen), gen)
 
     train(Path(folder), {"vae": vae}, loss_fn, steps, lr, seed, config, until=until)

@@ -1,0 +1,115 @@
+"""Is a model's sampler invertible where folds appear? Jacobians of the last DDIM steps, and exact inversion.
+
+A DDIM step from noise level s to the less noisy t is x -> (sigma_t / sigma_s) x + c x0(x) with c > 0.
+For an ideal denoiser the Jacobian of x0 is symmetric positive semi-definite (Tweedie), so the step's
+eigenvalues are real and at least sigma_t / sigma_s, its *floor*. A learnt denoiser whose step has an
+eigenvalue with negative real part, or a smallest singular value far below the floor, folds the
+sampler there: two noises reach the same image and no inversion can tell them apart.
+
+`invertibility` generates trajectories at guidance 1, computes the full Jacobian of each of the last
+`last` step maps (`StepProblem.jacobian`, forward-mode columns) and reports, per step, the floor, the
+smallest singular value (and its ratio to the floor), the number of eigenvalues with negative real
+part and the asymmetry ||J - J^T||_F / ||J + J^T||_F; then it inverts each trajectory's z_0 naively and
+exactly and reports the noise NMSE. Training runs it at checkpoints (`unet --probe-every`), and
+`python -m diffinv.train probe` prints it for any model folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from diffinv.denoiser import Denoiser
+from diffinv.inversion import invert_latent
+from diffinv.inversion.exact import StepProblem
+from diffinv.metrics import nmse
+from diffinv.pipeline import seeded_noise
+from diffinv.sampling import sample
+from diffinv.schedule import make_schedule
+from diffinv.train.data import heldout_combos
+from diffinv.train.scenes import caption
+
+
+def probe_prompts(count: int) -> list[str]:
+    """`count` held-out caption combinations spread over the three shapes."""
+    combos = heldout_combos()
+    stride = max(1, len(combos) // count)
+    return [caption(*combos[(i * stride) % len(combos)]) for i in range(count)]
+
+
+def step_statistics(jacobian: torch.Tensor, floor: float) -> dict[str, float]:
+    """Smallest singular value, negative-real-part eigenvalue count and asymmetry of one step's Jacobian."""
+    jacobian = jacobian.double()
+    singular = torch.linalg.svdvals(jacobian)
+    eigen = torch.linalg.eigvals(jacobian)
+    symmetric, skew = jacobian + jacobian.T, jacobian - jacobian.T
+    return {
+        "floor": floor,
+        "min_singular": float(singular.min()),
+        "min_singular_over_floor": float(singular.min() / floor),
+        "max_singular": float(singular.max()),
+        "negative_eigenvalues": int((eigen.real < 0).sum()),
+        "min_real_eigenvalue": float(eigen.real.min()),
+        "asymmetry": float(skew.norm() / symmetric.norm()),
+    }
+
+
+@torch.no_grad()
+def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, guidance: float = 1.0,
+                  inversion: bool = True, exact_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rows of the probe (see the module docstring): one per (trajectory, step), then one per
+    (trajectory, inversion method) with `noise_nmse`. Trajectory i uses held-out prompt i and seed i."""
+    prompts = probe_prompts(trajectories)
+    kind = pipe.scheduler.config.prediction_type
+    denoiser = Denoiser.from_pipeline(pipe, prompts, trajectories, guidance, kind)
+    schedule = make_schedule("ddim", pipe.scheduler.config, steps)
+    noise = torch.cat([seeded_noise(pipe, seed) for seed in range(trajectories)])
+    path = sample(denoiser, schedule, noise, keep_trajectory=True)
+    rows: list[dict[str, Any]] = []
+    for index in range(len(schedule.steps) - last, len(schedule.steps)):
+        step = schedule.steps[index]
+        problem = StepProblem(denoiser, step, target=path.latents[index + 1])
+        jacobians = problem.jacobian(path.latents[index])
+        floor = step.end.sigma / step.start.sigma
+        for i, jacobian in enumerate(jacobians):
+            rows.append({"prompt": prompts[i], "seed": i, "guidance": guidance, "timestep": step.timestep,
+                         **step_statistics(jacobian, floor)})
+    if inversion:
+        for method, options in (("naive", {}), ("exact", exact_options or {"anderson": 3})):
+            result = invert_latent(denoiser, schedule, path.final, method=method, **options)
+            for i in range(trajectories):
+                rows.append({"prompt": prompts[i], "seed": i, "guidance": guidance, "method": method,
+                             "noise_nmse": nmse(result.noise[i], noise[i]), "converged": result.converged})
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """One line: the worst step over all trajectories, and each inversion method's worst noise NMSE."""
+    steps = [r for r in rows if "timestep" in r]
+    parts = []
+    if steps:
+        worst = min(steps, key=lambda r: r["min_singular_over_floor"])
+        parts.append(f"min sigma/floor {worst['min_singular_over_floor']:.3f} (t={worst['timestep']}), "
+                     f"negative eigenvalues {max(r['negative_eigenvalues'] for r in steps)}")
+    for method in dict.fromkeys(r["method"] for r in rows if "method" in r):
+        worst = max(r["noise_nmse"] for r in rows if r.get("method") == method)
+        parts.append(f"{method} noise NMSE <= {worst:.3g}")
+    return "; ".join(parts)
+
+
+def format_probe(rows: list[dict[str, Any]]) -> str:
+    """The probe as a text table: one line per step map, then one per inversion."""
+    lines = [f"{'prompt':<40}{'seed':>5}{'t':>5}{'floor':>8}{'min sv':>9}{'sv/floor':>9}{'neg eig':>8}"
+             f"{'asym':>7}"]
+    for r in rows:
+        if "timestep" in r:
+            lines.append(f"{r['prompt']:<40}{r['seed']:>5}{r['timestep']:>5}{r['floor']:>8.3f}{r['min_singular']:>9.4f}"
+                         f"{r['min_singular_over_floor']:>9.3f}{r['negative_eigenvalues']:>8}{r['asymmetry']:>7.3f}")
+    inversions = [r for r in rows if "method" in r]
+    if inversions:
+        lines += ["", f"{'prompt':<40}{'seed':>5}  {'method':<7}{'noise NMSE':>12}  converged"]
+        lines += [f"{r['prompt']:<40}{r['seed']:>5}  {r['method']:<7}{r['noise_nmse']:>12.3g}  {r['converged']}"
+                  for r in inversions]
+    lines += ["", "summary: " + summary(rows)]
+    return "\n".join(lines)
