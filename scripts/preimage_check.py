@@ -9,7 +9,7 @@ import sys
 import torch
 
 import diffinv
-from diffinv.metrics import nmse
+from diffinv.utils.metrics import nmse
 
 torch.set_num_threads(1)
 pipe = diffinv.load(sys.argv[1] if len(sys.argv) > 1 else "tiny")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffinv.testing import save_tiny_pipeline, tiny_pipeline
+from diffinv.models.testing import save_tiny_pipeline, tiny_pipeline
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and keeps parallel test runs from thrashing
 

@@ -10,15 +10,15 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from diffinv.autoencoder import Autoencoder
-from diffinv.decoder_inversion import check_decoder_name, invert_decoder
-from diffinv.denoiser import Denoiser
-from diffinv.images import pil_to_tensor, tensor_to_pil
+from diffinv.decoder import check_decoder_name, invert_decoder
 from diffinv.inversion import InversionResult, check_method_name, invert_latent
-from diffinv.measure import measure
-from diffinv.metrics import nmse, psnr, ssim
-from diffinv.sampling import sample
-from diffinv.schedule import check_scheduler_name, make_schedule
+from diffinv.models.autoencoder import Autoencoder
+from diffinv.models.denoiser import Denoiser
+from diffinv.sampler.sampling import sample
+from diffinv.sampler.schedule import check_scheduler_name, make_schedule
+from diffinv.utils.images import pil_to_tensor, tensor_to_pil
+from diffinv.utils.measure import measure
+from diffinv.utils.metrics import nmse, psnr, ssim
 
 
 @dataclass

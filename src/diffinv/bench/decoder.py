@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from diffinv.autoencoder import Autoencoder
 from diffinv.bench.tables import format_table, write_rows
-from diffinv.decoder_inversion import check_decoder_name, invert_decoder
-from diffinv.specs import parse_spec
-from diffinv.metrics import nmse, psnr, to_db
+from diffinv.decoder import check_decoder_name, invert_decoder
+from diffinv.models.autoencoder import Autoencoder
+from diffinv.utils.metrics import nmse, psnr, to_db
+from diffinv.utils.specs import parse_spec
 
 #: The variants run when `methods` is not given: the paper's comparison (gradient: lr 0.1 scheduled, 0.01 fixed).
 DEFAULT_VARIANTS: tuple[str, ...] = (

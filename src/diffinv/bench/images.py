@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffinv.images import ImageError, load_images, pil_to_tensor, tensor_to_pil
+from diffinv.utils.images import ImageError, load_images, pil_to_tensor, tensor_to_pil
 
 #: The scikit-image photos `--images skimage` uses (all ship inside the package; grayscale ones become RGB).
 SKIMAGE_PHOTOS: tuple[str, ...] = (

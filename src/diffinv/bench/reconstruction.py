@@ -18,15 +18,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffinv.autoencoder import Autoencoder
 from diffinv.bench.images import BenchImage
 from diffinv.bench.tables import Column, format_table, write_rows
-from diffinv.denoiser import Denoiser
 from diffinv.inversion import METHODS, InversionDiverged, check_method_name, invert_latent
-from diffinv.metrics import psnr, ssim
-from diffinv.sampling import sample
-from diffinv.schedule import check_scheduler_name, make_schedule
-from diffinv.specs import parse_spec
+from diffinv.models.autoencoder import Autoencoder
+from diffinv.models.denoiser import Denoiser
+from diffinv.sampler.sampling import sample
+from diffinv.sampler.schedule import check_scheduler_name, make_schedule
+from diffinv.utils.metrics import psnr, ssim
+from diffinv.utils.specs import parse_spec
 
 #: The methods the benchmark runs by default, those of them that are registered.
 DEFAULT_METHODS: tuple[str, ...] = ("naive", "easyinv", "fixed-point", "renoise", "exact")

@@ -15,16 +15,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from diffinv.autoencoder import Autoencoder
 from diffinv.bench.tables import Column, format_table
-from diffinv.decoder_inversion import invert_decoder
-from diffinv.denoiser import Denoiser
+from diffinv.decoder import invert_decoder
 from diffinv.inversion import METHODS, InversionDiverged, InversionResult, invert_latent
-from diffinv.metrics import nmse
+from diffinv.models.autoencoder import Autoencoder
+from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import decode, seeded_noise
-from diffinv.sampling import sample
-from diffinv.schedule import check_scheduler_name, make_schedule
-from diffinv.specs import parse_spec
+from diffinv.sampler.sampling import sample
+from diffinv.sampler.schedule import check_scheduler_name, make_schedule
+from diffinv.utils.metrics import nmse
+from diffinv.utils.specs import parse_spec
 
 #: Benchmark method labels -> (registered method, options). The tolerance of the iterative ones is `tol`.
 METHOD_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {

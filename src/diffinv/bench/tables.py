@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from diffinv.outputs import write_json
+from diffinv.utils.outputs import write_json
 
 #: (row key, header, format spec) of one table column.
 Column = tuple[str, str, str]

@@ -17,13 +17,13 @@ import torch
 from scipy.stats import mannwhitneyu
 from tqdm.auto import tqdm
 
-from diffinv.attacks import apply_attack, check_attack
+from diffinv.applications.attacks import apply_attack, check_attack
+from diffinv.applications.watermark import WatermarkKey, classify, distance, embed, make_key
 from diffinv.bench.tables import format_table
-from diffinv.decoder_inversion import check_decoder_name
-from diffinv.images import pil_to_tensor, tensor_to_pil
+from diffinv.decoder import check_decoder_name
 from diffinv.inversion import check_method_name
 from diffinv.pipeline import generate, invert, latent_shape, seeded_noise
-from diffinv.watermark import WatermarkKey, classify, distance, embed, make_key
+from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 
 DEFAULT_PIPELINES = ("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")
 DEFAULT_ATTACKS = ("clean", "jpeg", "rotation", "crop", "blur", "noise", "brightness")

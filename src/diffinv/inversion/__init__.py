@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import torch
 
-from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import InversionDiverged, StepSolver, run_inversion
 from diffinv.inversion.easyinv import EasyInv
 from diffinv.inversion.exact import make_exact, make_fixed_point
@@ -14,7 +13,8 @@ from diffinv.inversion.naive import naive_step
 from diffinv.inversion.options import checked_factory
 from diffinv.inversion.renoise import ReNoise
 from diffinv.inversion.result import InversionResult
-from diffinv.schedule import Schedule
+from diffinv.models.denoiser import Denoiser
+from diffinv.sampler.schedule import Schedule
 
 #: Method name -> factory that takes the method's options and returns its per-step solver.
 METHODS: dict[str, Callable[..., StepSolver]] = {

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from diffinv.denoiser import Denoiser
 from diffinv.inversion.result import InversionResult
-from diffinv.measure import measure
-from diffinv.schedule import Point, Schedule, Step, reverse
-from diffinv.solvers import usable_history
+from diffinv.models.denoiser import Denoiser
+from diffinv.models.prediction import Point
+from diffinv.sampler.schedule import Schedule, Step, reverse
+from diffinv.sampler.solvers import usable_history
+from diffinv.utils.measure import measure
 
 #: A latent whose RMS exceeds this is taken as blown up (z_T is unit Gaussian, z_0 is O(1)).
 BLOW_UP_RMS = 1e3

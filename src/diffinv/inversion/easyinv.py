@@ -27,10 +27,11 @@ import math
 
 import torch
 
-from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import StepOutcome
 from diffinv.inversion.naive import explicit_step
-from diffinv.schedule import Point, Schedule, Step
+from diffinv.models.denoiser import Denoiser
+from diffinv.models.prediction import Point
+from diffinv.sampler.schedule import Schedule, Step
 
 #: Preset name -> (eta, (window start, window end) as fractions of the steps), from the authors' code.
 PRESETS: dict[str, tuple[float, tuple[float, float]]] = {

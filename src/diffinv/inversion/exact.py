@@ -42,13 +42,14 @@ import torch
 from torch.autograd import forward_ad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import StepOutcome, run_inversion
 from diffinv.inversion.implicit import Evaluation, Iteration, StepSize, iterate, per_latent_norm
 from diffinv.inversion.levenberg import dense, levenberg_marquardt, matrix_free
 from diffinv.inversion.naive import explicit_step
-from diffinv.schedule import Point, Schedule, Step
-from diffinv.solvers import Prediction, predict, update
+from diffinv.models.denoiser import Denoiser
+from diffinv.models.prediction import Point, Prediction, predict
+from diffinv.sampler.schedule import Schedule, Step
+from diffinv.sampler.solvers import update
 
 #: Relative per-step tolerance that matches the paper's absolute threshold on SD latents (see module doc).
 PAPER_TOL = 2.5e-4

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from diffinv.anderson import Anderson
+from diffinv.inversion.anderson import Anderson
 
 
 @dataclass

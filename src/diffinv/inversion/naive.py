@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import StepOutcome
-from diffinv.schedule import Point, Step
-from diffinv.solvers import Prediction, predict, update
+from diffinv.models.denoiser import Denoiser
+from diffinv.models.prediction import Point, Prediction, predict
+from diffinv.sampler.schedule import Step
+from diffinv.sampler.solvers import update
 
 
 def explicit_step(

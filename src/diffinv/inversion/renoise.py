@@ -34,12 +34,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from diffinv.denoiser import Denoiser
 from diffinv.inversion.driver import StepOutcome
 from diffinv.inversion.implicit import fixed_point
 from diffinv.inversion.naive import explicit_step
-from diffinv.schedule import Point, Schedule, Step
-from diffinv.solvers import predict, update
+from diffinv.models.denoiser import Denoiser
+from diffinv.models.prediction import Point, predict
+from diffinv.sampler.schedule import Schedule, Step
+from diffinv.sampler.solvers import update
 
 Selection = int | tuple[int, int] | list[int]
 

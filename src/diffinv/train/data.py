@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from skimage import data as skdata
 from PIL import Image
+from skimage import data as skdata
 
 from diffinv.train.leaves import leaves_batch
 from diffinv.train.scenes import SHAPES, SIZE, all_combos, random_scene, render

@@ -8,9 +8,16 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from diffinv.autoencoder import Autoencoder
+from diffinv.models.autoencoder import Autoencoder
 from diffinv.train.data import (
-    HELDOUT_PHOTOS, TRAIN_PHOTOS, center_photo, heldout_combos, photo_batch, scene_batch, to_tensor, train_combos,
+    HELDOUT_PHOTOS,
+    TRAIN_PHOTOS,
+    center_photo,
+    heldout_combos,
+    photo_batch,
+    scene_batch,
+    to_tensor,
+    train_combos,
 )
 from diffinv.train.scenes import Reading, caption, random_scene, read_scene, render
 

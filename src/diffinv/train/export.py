@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionPipeline
 
-from diffinv.tokenizer import build_tokenizer
+from diffinv.models.tokenizer import build_tokenizer
 from diffinv.train.loop import load_modules
 from diffinv.train.unet import DEFAULT_UNET, build_pipeline, build_text_encoder, build_unet, load_vae
 

@@ -20,15 +20,15 @@ from typing import Any
 
 import torch
 
-from diffinv.denoiser import Denoiser
 from diffinv.inversion import invert_latent
 from diffinv.inversion.exact import StepProblem
-from diffinv.metrics import nmse
+from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import seeded_noise
-from diffinv.sampling import sample
-from diffinv.schedule import make_schedule
+from diffinv.sampler.sampling import sample
+from diffinv.sampler.schedule import make_schedule
 from diffinv.train.data import heldout_combos
 from diffinv.train.scenes import caption
+from diffinv.utils.metrics import nmse
 
 
 def probe_prompts(count: int) -> list[str]:

@@ -22,8 +22,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from diffinv.testing import SD_SCHEDULER_CONFIG
-from diffinv.tokenizer import build_tokenizer
+from diffinv.models.testing import SD_SCHEDULER_CONFIG
+from diffinv.models.tokenizer import build_tokenizer
 from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, train_combos, unet_batch
 from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
 from diffinv.train.scenes import caption

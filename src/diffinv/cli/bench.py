@@ -1,0 +1,176 @@
+"""`diffinv bench ...`: each benchmark prints one table and writes its rows as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from diffinv.cli.common import MODEL_HELP, bench_app, emit_rows, split_list, user_errors, whole_numbers
+from diffinv.utils.specs import split_specs
+
+
+@bench_app.command("watermark")
+def bench_watermark(
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    n: int = typer.Option(8, "--n", help="images per class (clean, and each of 3 keys)"),
+    pipelines: str = typer.Option(",".join(("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")),
+                                  help="comma-separated DECODER+METHOD inversion pipelines"),
+    attacks: str = typer.Option("clean,jpeg,rotation,crop,blur,noise,brightness", help="comma-separated attacks (name or name:strength)"),
+    scheduler: str = typer.Option("ddim", help="sampler used to generate and to invert"),
+    steps: int = typer.Option(50, help="sampler steps"),
+    generation_guidance: float = typer.Option(7.5, help="guidance when generating"),
+    inversion_guidance: float = typer.Option(1.0, help="guidance when inverting (Tree-Ring: 1, empty prompt)"),
+    known_prompt: bool = typer.Option(False, help="invert with each image's prompt and the generation guidance"),
+    seed: int = typer.Option(0, help="seed of noises and keys"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write {\"rows\": [...]} here"),
+) -> None:
+    """Tree-Ring detection (AUC, TPR@1%FPR) and 3-key attribution per inversion pipeline, clean and attacked."""
+    with user_errors():
+        from diffinv.bench.watermark import format_watermark_tables, parse_pipeline, run_watermark_benchmark
+        from diffinv.models.loading import load
+
+        pipeline_list = split_list(pipelines)
+        for spec in pipeline_list:
+            parse_pipeline(spec)
+        pipe = load(model)
+        rows = run_watermark_benchmark(
+            pipe, n=n, pipelines=pipeline_list, attacks=split_list(attacks),
+            scheduler=scheduler, steps=steps, generation_guidance=generation_guidance,
+            inversion_guidance=inversion_guidance, known_prompt=known_prompt, seed=seed,
+        )
+        emit_rows(format_watermark_tables(rows), rows, json_path, model)
+
+
+@bench_app.command("reconstruction")
+def bench_reconstruction(
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    images: Optional[str] = typer.Option(
+        None, help="comma-separated: a folder of images, 'skimage' (scikit-image's photos), 'white' (white-area test images)"
+    ),
+    generated: int = typer.Option(0, "--generated", help="also invert N images the model generates (seeds 0..N-1)"),
+    methods: Optional[str] = typer.Option(
+        None, help="comma-separated method specs, e.g. naive,easyinv:eta=0.8,order=code,renoise (default: every registered "
+        "one of naive, easyinv, fixed-point, renoise, exact)"
+    ),
+    scheduler: str = typer.Option("ddim", help="sampler to invert and regenerate with"),
+    steps: int = typer.Option(50, help="sampler steps"),
+    guidance: float = typer.Option(1.0, help="guidance when inverting and regenerating"),
+    prompt: str = typer.Option("", "--prompt", "-p", help="prompt when inverting and regenerating"),
+    image_prompts: bool = typer.Option(False, help="invert each generated image with its own prompt instead"),
+    dtype: str = typer.Option("float32", help="float32, float16, or both comma-separated (one run each)"),
+    repeats: int = typer.Option(1, help="time each inversion this many times and keep the fastest"),
+    per_image: bool = typer.Option(False, help="also print every image's row"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+) -> None:
+    """Invert real (and generated) images, regenerate them, and compare: PSNR, SSIM, LPIPS, NFE, seconds."""
+    with user_errors():
+        from diffinv.bench.images import generated_images, image_sources
+        from diffinv.bench.reconstruction import (
+            load_lpips,
+            parse_method,
+            report,
+            run_reconstruction_benchmark,
+            write_benchmark_json,
+        )
+        from diffinv.models.loading import load, parse_dtype
+        from diffinv.sampler.schedule import check_scheduler_name
+
+        check_scheduler_name(scheduler)
+        specs = split_specs(methods) if methods else None
+        for spec in specs or []:
+            parse_method(spec)
+        dtypes = split_list(dtype)
+        for name in dtypes:
+            parse_dtype(name)
+        if not images and generated < 1:
+            raise ValueError("give --images (a folder, 'skimage' or 'white') and/or --generated N")
+        lpips_metric, lpips_note = load_lpips()
+        rows: list[dict[str, Any]] = []
+        bench_images = None
+        for name in dtypes:
+            pipe = load(model, dtype=name)
+            if bench_images is None:
+                size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+                bench_images = image_sources(images, size) if images else []
+                if generated > 0:
+                    bench_images += generated_images(pipe, generated, scheduler=scheduler, steps=steps)
+            rows += run_reconstruction_benchmark(
+                pipe, bench_images, specs, scheduler=scheduler, steps=steps, guidance=guidance,
+                prompt=None if image_prompts else prompt,
+                repeats=repeats, model_name=model, lpips_metric=lpips_metric,
+            )
+        typer.echo(report(rows, lpips_note, per_image=per_image))
+        if json_path:
+            write_benchmark_json(json_path, rows, lpips_note)
+
+@bench_app.command("sampler-inversion")
+def bench_sampler_inversion(
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    n: int = typer.Option(4, "--n", help="latents (seeds SEED..SEED+N-1) per sampler and guidance"),
+    schedulers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
+    guidances: str = typer.Option("1,3,7.5", help="comma-separated guidance scales"),
+    methods: str = typer.Option("naive,fixed-point,exact,exact-gd,exact-aa",
+                                help="comma-separated: naive, fixed-point, exact, exact-gd, exact-aa, or any registered method"),
+    tol: float = typer.Option(1e-5, help="per-step relative tolerance of the iterative methods"),
+    prompt: str = typer.Option("a red circle on a blue background", "--prompt", "-p", help="prompt to generate and invert with"),
+    image: bool = typer.Option(False, "--image", help="also invert from the decoded image (decoder inversion first)"),
+    decoder: str = typer.Option("gradient", help="decoder inversion for --image"),
+    dtype: str = typer.Option("float32", help="model dtype"),
+    seed: int = typer.Option(0, help="seed of the first noise"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+) -> None:
+    """Invert samples of known noise with every method: noise/latent NMSE, NFE, seconds, peak memory."""
+    with user_errors():
+        from diffinv.bench.sampler import format_rows, parse_schedulers, resolve_method, run_sampler_benchmark
+        from diffinv.decoder import check_decoder_name
+        from diffinv.models.loading import load
+
+        scheduler_list = parse_schedulers(schedulers)
+        try:
+            guidance_list = [float(value) for value in split_list(guidances)]
+        except ValueError:
+            raise ValueError(f"{guidances!r} is not a comma-separated list of numbers") from None
+        method_list = split_specs(methods)
+        for label in method_list:
+            resolve_method(label, tol)
+        if image:
+            check_decoder_name(decoder)
+        if n < 1:
+            raise ValueError(f"--n must be at least 1, got {n}")
+        pipe = load(model, dtype=dtype)
+        rows = run_sampler_benchmark(
+            pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list, prompt=prompt,
+            seed=seed, tol=tol, image=image, decoder=decoder,
+        )
+        emit_rows(format_rows(rows), rows, json_path, model)
+
+
+@bench_app.command("decoder-inversion")
+def bench_decoder_inversion(
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    frames: str = typer.Option("1,4,16", help="comma-separated frame counts (one table each)"),
+    iterations: str = typer.Option("20,50,100,200", help="comma-separated iteration counts"),
+    methods: Optional[str] = typer.Option(None, help="comma-separated variants, e.g. 'gradient-free,gradient:lr=0.01,schedule=false' (default: the paper's set)"),
+    dtypes: str = typer.Option("float32", "--dtype", help="float32, float16 or both (comma-separated)"),
+    prompts: str = typer.Option("", help="sample the true latents from these prompts ('|'-separated); default: seeded Gaussian latents"),
+    video_size: Optional[int] = typer.Option(None, help="frames: a SIZE x SIZE window panning across a photo, true latents E(frame) (instead of --prompts)"),
+    chunk_size: Optional[int] = typer.Option(None, help="frames per chunk (bounds memory)"),
+    seed: int = typer.Option(0, help="seed of the latents"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write {\"rows\": [...]} here"),
+    plot: Optional[Path] = typer.Option(None, help="write the NMSE-against-time (Pareto) plot here (PNG)"),
+) -> None:
+    """Decoder inversion methods on frames decoded from known latents: NMSE, PSNR, seconds, peak memory."""
+    with user_errors():
+        from diffinv.bench.decoder import run_decoder_benchmark
+        from diffinv.models.loading import load
+
+        variants = split_specs(methods) if methods else None
+        pipe = load(model)
+        run_decoder_benchmark(
+            pipe, frames=whole_numbers(frames), iterations=whole_numbers(iterations), methods=variants,
+            dtype=split_list(dtypes), out_json=json_path, out_plot=plot, model_name=model,
+            sample_prompts=[p for p in prompts.split("|") if p] or None, chunk_size=chunk_size, seed=seed,
+            video_size=video_size,
+        )

@@ -1,0 +1,138 @@
+"""`diffinv generate`, `diffinv invert` and `diffinv check-cocoercivity`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from diffinv.cli.common import (
+    DTYPE_HELP,
+    MODEL_HELP,
+    app,
+    check_names,
+    echo_report,
+    read_images,
+    save_images,
+    user_errors,
+)
+from diffinv.utils.specs import parse_options
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="text prompt"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    seed: int = typer.Option(0, help="seed of the initial noise (same noise as diffusers' Generator().manual_seed)"),
+    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    steps: int = typer.Option(50, help="number of sampling steps"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
+    negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
+    num_images: int = typer.Option(1, "--num-images", "-n", help="images in one batch"),
+    height: Optional[int] = typer.Option(None, help="image height (default: the model's)"),
+    width: Optional[int] = typer.Option(None, help="image width (default: the model's)"),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
+) -> None:
+    """Sample images from seeded noise; write image.png, noise/latent .safetensors and report.json."""
+    with user_errors():
+        from diffinv.models.loading import load
+        from diffinv.pipeline import generate as run_generate
+        from diffinv.sampler.schedule import check_scheduler_name
+        from diffinv.utils.outputs import save_tensor, staged_folder, write_json
+
+        check_scheduler_name(scheduler)
+        pipe = load(model, dtype=dtype)
+        result = run_generate(
+            pipe, prompt, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance,
+            negative_prompt=negative_prompt, batch_size=num_images, height=height, width=width, progress=True,
+        )
+        report = {"model": model, "dtype": dtype, **result.report}
+        with staged_folder(out) as folder:
+            save_images(folder, result.images, "image")
+            save_tensor(folder / "noise.safetensors", "noise", result.noise)
+            save_tensor(folder / "latent.safetensors", "latent", result.latent)
+            write_json(folder / "report.json", report)
+        echo_report(report)
+
+
+@app.command()
+def invert(
+    images: Optional[list[Path]] = typer.Argument(None, help="image files (several invert as one batch)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    latent: Optional[Path] = typer.Option(None, help="invert this z_0 (safetensors, key 'latent') instead of images"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    prompt: str = typer.Option("", "--prompt", "-p", help="prompt used for inversion (empty for real images)"),
+    negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
+    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    steps: int = typer.Option(50, help="number of sampler steps to invert"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
+    method: str = typer.Option("naive", help="sampler inversion method"),
+    decoder: str = typer.Option("encoder", help="decoder inversion method"),
+    method_option: Optional[list[str]] = typer.Option(None, "--method-option", help="KEY=VALUE for the method, repeatable"),
+    decoder_option: Optional[list[str]] = typer.Option(None, "--decoder-option", help="KEY=VALUE for the decoder, repeatable"),
+    reference: Optional[Path] = typer.Option(None, help="a `diffinv generate` folder: report noise/latent NMSE against it"),
+    resize: bool = typer.Option(False, help="resize images to the model's size instead of refusing other sizes"),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
+) -> None:
+    """Recover z_0 and z_T; write noise/latent .safetensors, reconstruction.png and report.json."""
+    with user_errors():
+        from diffinv.models.loading import load
+        from diffinv.pipeline import invert as run_invert
+        from diffinv.pipeline import reconstruct, score
+        from diffinv.utils.outputs import load_tensor, save_tensor, staged_folder, write_json
+
+        check_names(scheduler, method, decoder)
+        if bool(images) == (latent is not None):
+            raise ValueError("give image files or --latent, not both and not neither")
+        method_options, decoder_options = parse_options(method_option), parse_options(decoder_option)
+        true_noise = true_latent = reference_image = None
+        if reference is not None:
+            true_noise = load_tensor(reference / "noise.safetensors", "noise")
+            true_latent = load_tensor(reference / "latent.safetensors", "latent")
+        pipe = load(model, dtype=dtype)
+        kwargs: dict[str, Any] = dict(
+            prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps, guidance=guidance,
+            method=method, decoder=decoder, method_options=method_options, decoder_options=decoder_options, progress=True,
+        )
+        if images:
+            reference_image = read_images(pipe, images, resize)
+            result = run_invert(pipe, image=reference_image, **kwargs)
+        else:
+            result = run_invert(pipe, latent=load_tensor(latent, "latent"), **kwargs)
+        reconstruction = reconstruct(pipe, result, prompt, negative_prompt)
+        if reference_image is None and reference is not None and (reference / "image.png").is_file():
+            reference_image = read_images(pipe, [reference / "image.png"], resize)
+        score(result, reconstruction, reference_image, true_noise, true_latent)
+        report = {"model": model, "dtype": dtype, **result.report}
+        with staged_folder(out) as folder:
+            save_tensor(folder / "noise.safetensors", "noise", result.noise)
+            save_tensor(folder / "latent.safetensors", "latent", result.latent)
+            save_images(folder, reconstruction.images, "reconstruction")
+            write_json(folder / "report.json", report)
+        echo_report(report)
+
+
+@app.command("check-cocoercivity")
+def check_cocoercivity_command(
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    step_size: float = typer.Option(0.5, help="the forward step's rho (or 2 lambda beta for inertial KM) to check"),
+    alpha: float = typer.Option(0.0, help="inertia of the iterates (0 = forward step)"),
+    n: int = typer.Option(4, "--n", help="sample latents (seeded Gaussian)"),
+    iterations: int = typer.Option(20, help="iterates to measure along"),
+    seed: int = typer.Option(0, help="seed of the latents"),
+) -> None:
+    """Estimate <T z' - T z, z' - z> / ||T z' - T z||^2 along the iterates and check the step size."""
+    with user_errors():
+        import torch
+
+        from diffinv.decoder.cocoercivity import check_cocoercivity
+        from diffinv.models.autoencoder import Autoencoder
+        from diffinv.models.loading import load
+        from diffinv.pipeline import latent_shape
+
+        pipe = load(model)
+        latents = torch.randn(latent_shape(pipe, n), generator=torch.Generator().manual_seed(seed))
+        check = check_cocoercivity(Autoencoder.from_pipeline(pipe), latents, step_size, iterations=iterations, alpha=alpha, progress=True)
+        typer.echo(check.summary())

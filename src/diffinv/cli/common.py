@@ -1,0 +1,102 @@
+"""What every `diffinv` command shares: the Typer apps, option help, one-line user errors, image I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Find the noise and the latent behind an image for latent diffusion models.",
+)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print one table and write JSON.")
+app.add_typer(bench_app, name="bench")
+watermark_app = typer.Typer(no_args_is_help=True, help="Tree-Ring watermarks: embed in the noise, detect through inversion.")
+app.add_typer(watermark_app, name="watermark")
+
+MODEL_HELP = "'tiny' (bundled), a local diffusers folder, or a hub id"
+DTYPE_HELP = "float32 or float16: the dtype the model's weights run in (latents stay float32)"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into a one-line message and exit status 2."""
+    from diffinv.decoder import DecoderInversionDiverged
+    from diffinv.inversion import InversionDiverged
+    from diffinv.models.loading import ModelNotFoundError
+    from diffinv.utils.images import ImageError
+
+    try:
+        yield
+    except (
+        ImageError, ModelNotFoundError, InversionDiverged, DecoderInversionDiverged, FloatingPointError, FileNotFoundError,
+        KeyError, ValueError,
+    ) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def split_list(text: str) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c'] (empty items dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def whole_numbers(text: str) -> list[int]:
+    """'1,4,16' -> [1, 4, 16], with a clear error for anything else."""
+    try:
+        return [int(item) for item in split_list(text)]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of whole numbers") from None
+
+
+def emit_rows(table: str, rows: list[dict[str, Any]], json_path: Path | None, model: str) -> None:
+    """Print a benchmark's table; with --json also write its rows, each tagged with the model."""
+    from diffinv.bench.tables import write_rows
+
+    typer.echo(table)
+    if json_path:
+        write_rows(json_path, [{"model": model, **row} for row in rows])
+
+
+def echo_report(report: dict[str, Any]) -> None:
+    """Print the report as JSON; the per-step residual list stays in report.json only."""
+    typer.echo(json.dumps({key: value for key, value in report.items() if key != "step_residuals"}, indent=2))
+
+
+def image_names(count: int, stem: str) -> list[str]:
+    """`stem.png` for one image, `stem_0.png`, `stem_1.png`, ... for a batch."""
+    return [f"{stem}.png"] if count == 1 else [f"{stem}_{index}.png" for index in range(count)]
+
+
+def save_images(folder: Path, images, stem: str) -> None:
+    for name, image in zip(image_names(len(images), stem), images):
+        image.save(folder / name)
+
+
+def check_names(scheduler: str, method: str, decoder: str) -> None:
+    """Refuse unknown scheduler, method or decoder names before any model is loaded."""
+    from diffinv.decoder import check_decoder_name
+    from diffinv.inversion import check_method_name
+    from diffinv.sampler.schedule import check_scheduler_name
+
+    check_scheduler_name(scheduler)
+    check_method_name(method)
+    check_decoder_name(decoder)
+
+
+def read_images(pipe, paths: list[Path], resize: bool):
+    """Image files as one batch for `pipe` (notes about conversions go to stderr)."""
+    from diffinv.utils.images import load_images
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    loaded = load_images(paths, pipe.vae_scale_factor, size=(size, size), resize=resize)
+    for note in loaded.notes:
+        typer.echo(f"note: {note}", err=True)
+    return loaded.tensor

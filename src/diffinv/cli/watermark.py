@@ -1,0 +1,95 @@
+"""`diffinv watermark embed` and `diffinv watermark detect` (Tree-Ring)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from diffinv.cli.common import (
+    MODEL_HELP,
+    check_names,
+    echo_report,
+    read_images,
+    save_images,
+    user_errors,
+    watermark_app,
+)
+from diffinv.utils.specs import parse_options
+
+
+@watermark_app.command("embed")
+def watermark_embed(
+    prompt: str = typer.Option(..., "--prompt", "-p", help="text prompt"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    key: Optional[Path] = typer.Option(None, help="reuse this key file (default: make a new one, saved as OUT/key.safetensors)"),
+    seed: int = typer.Option(0, help="seed of the initial noise"),
+    key_seed: int = typer.Option(0, help="seed of a new key"),
+    channel: int = typer.Option(-1, help="latent channel that carries a new key (Tree-Ring: the last)"),
+    radius: Optional[int] = typer.Option(None, help="radius of a new key in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
+    pattern: str = typer.Option("ring", help="ring, rand or zeros"),
+    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    steps: int = typer.Option(50, help="number of sampling steps"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+) -> None:
+    """Generate an image whose initial noise carries a Tree-Ring key; write image, key, noise, report."""
+    with user_errors():
+        from diffinv.applications.watermark import WatermarkKey, generate_watermarked, make_key
+        from diffinv.models.loading import load
+        from diffinv.pipeline import latent_shape
+        from diffinv.sampler.schedule import check_scheduler_name
+        from diffinv.utils.outputs import save_tensor, staged_folder, write_json
+
+        check_scheduler_name(scheduler)
+        pipe = load(model)
+        shape = latent_shape(pipe, 1)[1:]
+        the_key = WatermarkKey.load(key) if key else make_key(shape, channel, radius, pattern, key_seed)
+        result = generate_watermarked(pipe, prompt, the_key, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance, progress=True)
+        report = {"model": model, **result.report, "key": {"channel": the_key.channel, "radius": the_key.radius, "pattern": the_key.kind, "seed": the_key.seed}}
+        with staged_folder(out) as folder:
+            save_images(folder, result.images, "image")
+            the_key.save(folder / "key.safetensors")
+            save_tensor(folder / "noise.safetensors", "noise", result.noise)
+            save_tensor(folder / "latent.safetensors", "latent", result.latent)
+            write_json(folder / "report.json", report)
+        echo_report(report)
+
+
+@watermark_app.command("detect")
+def watermark_detect(
+    images: list[Path] = typer.Argument(..., help="image files"),
+    key: Path = typer.Option(..., help="key file written by `watermark embed`"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    prompt: str = typer.Option("", "--prompt", "-p", help="prompt for inversion (Tree-Ring: empty)"),
+    scheduler: str = typer.Option("ddim", help="sampler to invert"),
+    steps: int = typer.Option(50, help="number of steps to invert"),
+    guidance: float = typer.Option(1.0, help="guidance used for inversion (Tree-Ring: 1)"),
+    method: str = typer.Option("naive", help="sampler inversion method"),
+    decoder: str = typer.Option("encoder", help="decoder inversion method"),
+    method_option: Optional[list[str]] = typer.Option(None, "--method-option", help="KEY=VALUE for the method, repeatable"),
+    decoder_option: Optional[list[str]] = typer.Option(None, "--decoder-option", help="KEY=VALUE for the decoder, repeatable"),
+    attack: str = typer.Option("clean", help="attack the images first: jpeg[:q], rotation[:deg], crop[:keep], blur[:r], noise[:std], brightness[:f]"),
+    threshold: float = typer.Option(0.01, help="p-value below which an image is called watermarked"),
+    resize: bool = typer.Option(False, help="resize images to the model's size"),
+) -> None:
+    """Invert images to their noise and print, per image, the distance to the key and a p-value."""
+    with user_errors():
+        import torch
+
+        from diffinv.applications.attacks import apply_attack, check_attack
+        from diffinv.applications.watermark import WatermarkKey, detect
+        from diffinv.models.loading import load
+        from diffinv.utils.images import pil_to_tensor, tensor_to_pil
+
+        check_names(scheduler, method, decoder)
+        check_attack(attack)
+        the_key = WatermarkKey.load(key)
+        pipe = load(model)
+        attacked = [pil_to_tensor(apply_attack(image, attack)) for image in tensor_to_pil(read_images(pipe, images, resize))]
+        found = detect(pipe, torch.stack(attacked), the_key, prompt=prompt, scheduler=scheduler, steps=steps,
+                       guidance=guidance, method=method, decoder=decoder, method_options=parse_options(method_option),
+                       decoder_options=parse_options(decoder_option), progress=True)
+        rows = [{"image": str(path), "attack": attack, **row} for path, row in zip(images, found.report(threshold))]
+        echo_report({"model": model, "images": rows, "inversion": found.inversion.report})

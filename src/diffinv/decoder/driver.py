@@ -1,0 +1,212 @@
+"""Inversion of the decoder: find z_0 with D(z_0) = x, for any diffusers `AutoencoderKL` (the entry point).
+
+Methods (`DECODER_METHODS`), after Hong et al., "Gradient-free decoder inversion in latent diffusion
+models" (NeurIPS 2024). With T(z) = E(D(z)) - E(x) (E = encoder posterior mean):
+
+- ``"encoder"``: z = E(x), the usual shortcut (E is only a right inverse of D).
+- ``"forward-step"``: z <- z - rho T(z) from E(x); converges when T is beta-cocoercive and rho < 2 beta.
+- ``"inertial-km"``: y = z_k + alpha (z_k - z_{k-1}), z_{k+1} = y - 2 lambda beta T(y); converges when
+  T is beta-cocoercive and lambda < `inertial_km_lambda_max(alpha)`.
+- ``"gradient-free"`` (the paper's practical method): Adam (beta1 0.9, beta2 0.999, eps 1e-8, or 1e-4 in
+  float16) driven by T(z) in place of a gradient, lr 0.01 with a cosine schedule, 10% linear warm-up,
+  frozen from 80% of the schedule on (the schedule spans min(iterations, 100) steps, as in the
+  authors' code).
+- ``"gradient"``: the baseline, Adam on ||D(z) - x||^2 (summed) by back-propagation through D, lr 0.1
+  with a cosine schedule (10% warm-up, decaying to 0), or any lr / ``schedule=False``. Always float32
+  (float16 gradients underflow; a float16 autoencoder is copied to float32 for the run).
+
+Every iterative method runs 100 iterations by default (the paper's default) through one loop:
+evaluate a direction at a point, record residuals, check for divergence, take a step. The
+gradient-free methods run under `torch.inference_mode`. Frames are processed `chunk_size` at a time;
+frames never interact, so chunking changes memory, not results.
+
+Divergence: a run stops as divergent when a residual or the latent turns non-finite, when
+||D(z) - x|| grows past `divergence_factor` times its starting value, or when the latent moves
+farther than `divergence_factor` times max(||E(x)||, sqrt(number of latent entries)) from its start
+(scaled latents have unit variance); a run that ends with every residual
+it tracks (||D(z) - x||, and ||T(z)|| for the gradient-free rules) more than 10% above its starting
+value is divergent too (a step too large for the decoder's cocoercivity often oscillates with a
+bounded residual rather than blowing up). By default (`on_divergence="raise"`)
+`DecoderInversionDiverged` is raised, carrying the flagged result in `.result`; with
+`on_divergence="warn"` the result is returned with ``converged=False``, ``diverged=True`` and a
+`reason`, and a `RuntimeWarning` is issued. A diverged latent is never returned as a good one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from diffinv.decoder.cocoercivity import residual_operator
+from diffinv.decoder.gradient import gradient_direction
+from diffinv.decoder.gradient_free import gradient_free_direction, step_condition
+from diffinv.decoder.iteration import Adam, ForwardStep, InertialKM, Stepper, Trace, iterate, squared_norm
+from diffinv.decoder.options import cosine_warmup_lr, resolve_options
+from diffinv.decoder.result import DecoderInversion, DecoderInversionDiverged
+from diffinv.models.autoencoder import Autoencoder
+from diffinv.utils.measure import measure
+
+
+def _ended_worse(residuals: list[float], latent_residuals: list[float], margin: float = 1.1) -> bool:
+    """True when every residual the run tracked ended more than `margin` times its starting value."""
+    worse = residuals[-1] > margin * residuals[0]
+    if len(latent_residuals) > 1:
+        worse = worse and latent_residuals[-1] > margin * latent_residuals[0]
+    return worse
+
+
+def _as_batch(image: torch.Tensor) -> torch.Tensor:
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected images [B, 3, H, W] in [-1, 1], got shape {tuple(image.shape)}")
+    return image
+
+
+def invert_decoder(autoencoder: Autoencoder, image: torch.Tensor, method: str = "encoder", **options: Any) -> DecoderInversion:
+    """Recover z_0 from images [B, 3, H, W] in [-1, 1] with the named method (see the module docstring).
+
+    Options: every method takes `chunk_size`, `divergence_factor`, `on_divergence`, `tol`, `progress`;
+    the rest are in `METHOD_DEFAULTS` (iterations, rho, alpha/lam/beta, lr/schedule/horizon/beta1/beta2/eps).
+    The latent comes back in the autoencoder's dtype, on its device.
+    """
+    opts = resolve_options(method, options, autoencoder.dtype)
+    image = _as_batch(image)
+    frames = image.shape[0]
+    size = int(opts["chunk_size"] or frames)
+    chunks = list(image.split(size))
+    work = autoencoder
+    if method == "gradient" and autoencoder.dtype != torch.float32:
+        work = None  # a float32 copy is made inside the measured block: it is part of the method's cost
+    traces: list[Trace] = []
+    iterations = int(opts.get("iterations", 0))
+    bar = tqdm(total=iterations * len(chunks), desc=f"decoder inversion ({method})", disable=not opts["progress"] or not iterations, leave=False)
+    with measure(autoencoder.device) as cost:
+        if work is None:
+            work = Autoencoder(copy.deepcopy(autoencoder.vae).float())
+        for chunk in chunks:
+            traces.append(_run_chunk(method, work, chunk.to(work.device, torch.float32), opts, bar))
+    bar.close()
+    return _finish(method, autoencoder, work, chunks, traces, opts, cost.seconds, cost.peak_memory_bytes)
+
+
+def _run_chunk(method: str, work: Autoencoder, x: torch.Tensor, opts: dict[str, Any], bar: tqdm) -> Trace:
+    if method == "gradient":
+        with torch.no_grad():
+            start = work.encode(x).float()
+        stepper = Adam(start, _lr_rule(opts, freeze=False), opts["beta1"], opts["beta2"], opts["eps"])
+        return iterate(stepper, gradient_direction(work, x), int(opts["iterations"]), track_cocoercivity=None,
+                        divergence_factor=opts["divergence_factor"], tol=opts["tol"], image_numel=x.numel(), bar=bar)
+    with torch.inference_mode():
+        target = work.encode(x)
+        start = target.float()
+        if method == "encoder":
+            return Trace(start, [], [], 0)
+        if method == "forward-step":
+            stepper: Stepper = ForwardStep(start, float(opts["rho"]))
+        elif method == "inertial-km":
+            stepper = InertialKM(start, 2 * float(opts["lam"]) * float(opts["beta"]), float(opts["alpha"]))
+        else:
+            stepper = Adam(start, _lr_rule(opts, freeze=True), opts["beta1"], opts["beta2"], opts["eps"])
+        return iterate(stepper, gradient_free_direction(work, x, target), int(opts["iterations"]),
+                        track_cocoercivity=target, divergence_factor=opts["divergence_factor"], tol=opts["tol"],
+                        image_numel=x.numel(), bar=bar)
+
+
+def _lr_rule(opts: dict[str, Any], freeze: bool) -> Callable[[int], float]:
+    lr = float(opts["lr"])
+    if not opts["schedule"]:
+        return lambda k: lr
+    horizon = int(opts["iterations"])
+    if freeze:
+        horizon = min(horizon, int(opts["horizon"]))
+    return lambda k: cosine_warmup_lr(k, lr, horizon, freeze)
+
+
+def _finish(
+    method: str,
+    autoencoder: Autoencoder,
+    work: Autoencoder,
+    chunks: list[torch.Tensor],
+    traces: list[Trace],
+    opts: dict[str, Any],
+    seconds: float,
+    peak: int,
+) -> DecoderInversion:
+    """Assemble the result: the final residuals (one more E(D(z)) per chunk, outside the timing), the flags."""
+    length = max(len(t.image_sq) for t in traces)
+    image_numel = sum(c.numel() for c in chunks)
+    latent_numel = sum(t.latent.numel() for t in traces)
+    final_image_sq, final_latent_sq = 0.0, 0.0
+    with torch.inference_mode():
+        for chunk, trace in zip(chunks, traces):
+            x = chunk.to(work.device, torch.float32)
+            t, decoded = residual_operator(work, trace.latent, work.encode(x))
+            final_image_sq += squared_norm(decoded.float() - x)
+            final_latent_sq += squared_norm(t)
+
+    def padded(values: list, k: int) -> float | None:
+        return values[min(k, len(values) - 1)] if values else None
+
+    residuals, latent_residuals = [], []
+    for k in range(length):
+        residuals.append(math.sqrt(sum(padded(t.image_sq, k) for t in traces) / image_numel))
+        lsq = [padded(t.latent_sq, k) for t in traces]
+        if all(v is not None for v in lsq):
+            latent_residuals.append(math.sqrt(sum(lsq) / latent_numel))
+    residuals.append(math.sqrt(final_image_sq / image_numel))
+    latent_residuals.append(math.sqrt(final_latent_sq / latent_numel))
+
+    reasons = [f"chunk {i}: {t.reason}" if len(traces) > 1 else t.reason for i, t in enumerate(traces) if t.reason]
+    latent = torch.cat([t.latent for t in traces])
+    if not reasons and not torch.isfinite(latent).all():
+        reasons.append("non-finite values in the returned latent")
+    if not reasons and length > 0 and _ended_worse(residuals, latent_residuals):
+        reasons.append(
+            f"no convergence: ||D(z) - x|| went from {residuals[0]:.4g} to {residuals[-1]:.4g} (RMS)"
+            + (f" and ||T(z)|| from {latent_residuals[0]:.4g} to {latent_residuals[-1]:.4g}" if len(latent_residuals) > 1 else "")
+            + f" over {max(t.iterations for t in traces)} iterations"
+        )
+    diverged = bool(reasons)
+    ratios = [t.ratio_min for t in traces if t.ratio_min is not None]
+    beta_observed = None
+    if ratios:
+        finite = torch.cat(ratios)
+        finite = finite[torch.isfinite(finite)]
+        beta_observed = float(finite.min()) if finite.numel() else None
+    condition = step_condition(method, opts, beta_observed)
+    converged = not diverged
+    if opts["tol"] is not None and method != "encoder":
+        final = residuals[-1] if method == "gradient" else latent_residuals[-1]
+        converged = converged and final <= opts["tol"]
+    result = DecoderInversion(
+        latent=latent.to(autoencoder.dtype),
+        method=method,
+        iterations=max(t.iterations for t in traces),
+        seconds=seconds,
+        peak_memory_bytes=peak,
+        residuals=residuals,
+        converged=converged,
+        latent_residuals=latent_residuals,
+        diverged=diverged,
+        reason="; ".join(reasons) if reasons else None,
+        dtype=str(work.dtype).removeprefix("torch."),
+        frames=sum(c.shape[0] for c in chunks),
+        options={k: v for k, v in opts.items() if k != "progress"},
+        condition=condition,
+        cocoercivity_min=beta_observed,
+    )
+    if condition is not None and condition.holds is False:
+        warnings.warn(f"{method}: convergence is not guaranteed, {condition.summary()}", RuntimeWarning, stacklevel=3)
+    if diverged:
+        message = f"decoder inversion ({method}) diverged: {result.reason}"
+        if opts["on_divergence"] == "raise":
+            raise DecoderInversionDiverged(message, result)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return result

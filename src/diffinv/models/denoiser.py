@@ -1,0 +1,85 @@
+"""The network as the samplers see it: eps(z, t, cond) with classifier-free guidance folded in.
+
+`Denoiser` wraps a pipeline's UNet and the prompt's text embeddings (made by the pipeline's own
+`encode_prompt`), batches the unconditional and conditional branches into one call exactly like
+`StableDiffusionPipeline`, and counts network evaluations (NFE: one per batched call).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from diffinv.models.prediction import Point, Prediction, predict
+
+
+class Denoiser:
+    """Guided network output for a fixed prompt, guidance scale and prediction type."""
+
+    def __init__(
+        self,
+        unet,
+        prompt_embeds: torch.Tensor,
+        negative_embeds: torch.Tensor | None,
+        guidance: float,
+        prediction_type: str,
+    ) -> None:
+        self.unet = unet
+        self.guidance = float(guidance)
+        self.prediction_type = prediction_type
+        self.guided = self.guidance > 1.0 and negative_embeds is not None
+        embeds = torch.cat([negative_embeds, prompt_embeds]) if self.guided else prompt_embeds
+        self.embeds = embeds.to(unet.device, unet.dtype)
+        self.nfe = 0
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        pipe,
+        prompt: str | list[str],
+        batch_size: int,
+        guidance: float,
+        prediction_type: str,
+        negative_prompt: str | list[str] | None = None,
+    ) -> "Denoiser":
+        """Encode `prompt` with the pipeline's text encoder and build the guided denoiser for `batch_size` latents."""
+        prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != batch_size:
+            raise ValueError(f"got {len(prompts)} prompts for {batch_size} latents")
+        guided = guidance > 1.0
+        with torch.inference_mode():
+            positive, negative = pipe.encode_prompt(
+                prompts, pipe.unet.device, 1, guided, negative_prompt=negative_prompt
+            )
+        return cls(pipe.unet, positive, negative, guidance, prediction_type)
+
+    def repeated(self, count: int) -> "Denoiser":
+        """A copy for the latents repeated `count` times along the batch (x.repeat(count, ...)): the prompt
+        embeddings tiled alike, the unconditional and conditional halves kept apart. The copy counts its
+        own network calls, not this one's."""
+        twin = copy.copy(self)
+        halves = self.embeds.chunk(2) if self.guided else (self.embeds,)
+        twin.embeds = torch.cat([half.repeat(count, 1, 1) for half in halves])
+        twin.nfe = 0
+        return twin
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def output(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
+        """The guided network output at latent `x` (float32 out, whatever the network's dtype)."""
+        model_input = x.to(self.unet.device, self.unet.dtype)
+        if self.guided:
+            model_input = torch.cat([model_input, model_input])
+        raw = self.unet(model_input, timestep, encoder_hidden_states=self.embeds, return_dict=False)[0]
+        self.nfe += 1
+        if self.guided:
+            unconditional, conditional = raw.chunk(2)
+            raw = unconditional + self.guidance * (conditional - unconditional)
+        return raw.to(x.dtype)
+
+    def predict(self, x: torch.Tensor, timestep: int, point: Point) -> Prediction:
+        """(x0, eps) of latent `x` at noise level `point`, the network seeing `timestep`."""
+        return predict(self.output(x, timestep), x, point, self.prediction_type)

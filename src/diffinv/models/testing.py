@@ -1,0 +1,96 @@
+"""Tiny Stable-Diffusion-style pipelines with random weights, built from configs in memory.
+
+They run every real diffusers code path in milliseconds on a CPU, so tests (and anyone trying the
+library without weights) need no download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from diffinv.models.tokenizer import build_tokenizer
+
+#: The noise schedule of Stable Diffusion 1.x (what its scheduler_config.json says).
+SD_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    timestep_spacing="leading",
+    prediction_type="epsilon",
+)
+
+
+def tiny_pipeline(
+    seed: int = 0,
+    sample_size: int = 8,
+    vae_blocks: int = 2,
+    prediction_type: str = "epsilon",
+    timestep_spacing: str = "leading",
+) -> StableDiffusionPipeline:
+    """A random-weight `StableDiffusionPipeline`: latents 4 x sample_size^2, VAE factor 2**(vae_blocks-1)."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=tuple([8, 16, 16, 16][:vae_blocks]),
+        down_block_types=("DownEncoderBlock2D",) * vae_blocks,
+        up_block_types=("UpDecoderBlock2D",) * vae_blocks,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=sample_size * 2 ** (vae_blocks - 1),
+    )
+    scheduler = DDIMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": prediction_type, "timestep_spacing": timestep_spacing})
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch.float32)
+
+
+def save_tiny_pipeline(folder: str | Path, **kwargs) -> Path:
+    """Build a tiny pipeline and `save_pretrained` it into `folder` (a real diffusers folder on disk)."""
+    folder = Path(folder)
+    tiny_pipeline(**kwargs).save_pretrained(folder)
+    return folder

@@ -1,0 +1,58 @@
+"""Sampling: z_T -> z_0 by the schedule's steps, reproducing the diffusers pipelines.
+
+`sample` is a loop over `diffinv.sampler.solvers.update`; with the matching diffusers scheduler it gives
+`pipe(..., latents=noise, output_type="latent")` to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from diffinv.models.denoiser import Denoiser
+from diffinv.models.prediction import Point
+from diffinv.sampler.schedule import Schedule, Step
+from diffinv.sampler.solvers import update
+
+
+@dataclass
+class Trajectory:
+    """Latents visited (z_T first, z_0 last) and the data prediction x0 made at each step."""
+
+    latents: list[torch.Tensor] = field(default_factory=list)
+    data_predictions: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def final(self) -> torch.Tensor:
+        return self.latents[-1]
+
+
+def step_history(step: Step, data_predictions: list[torch.Tensor]) -> list[tuple[Point, torch.Tensor]]:
+    """(level, x0) pairs of the earlier steps that `step` reuses, from the x0's made so far (oldest first)."""
+    return [(point, data_predictions[-back]) for back, point in enumerate(step.history, start=1)]
+
+
+@torch.inference_mode()
+def sample(
+    denoiser: Denoiser,
+    schedule: Schedule,
+    noise: torch.Tensor,
+    keep_trajectory: bool = False,
+    progress: bool = False,
+) -> Trajectory:
+    """Run the sampler from `noise`; the returned trajectory always ends with z_0 (and holds every x0)."""
+    x = noise.float() * schedule.init_noise_sigma
+    trajectory = Trajectory(latents=[x])
+    for step in tqdm(schedule.steps, desc=f"sampling ({schedule.name})", disable=not progress, leave=False):
+        prediction = denoiser.predict(x, step.timestep, step.start)
+        x = update(prediction, step.start, step.end, step_history(step, trajectory.data_predictions))
+        trajectory.data_predictions.append(prediction.data)
+        if keep_trajectory:
+            trajectory.latents.append(x)
+    if not keep_trajectory:
+        trajectory.latents.append(x)
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("sampling produced NaN or infinite latents")
+    return trajectory

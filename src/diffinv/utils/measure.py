@@ -1,0 +1,86 @@
+"""Measured cost of a piece of work: wall seconds and peak memory in bytes.
+
+Peak memory is measured, not estimated: on CUDA the allocator's peak; on the CPU the process's peak
+resident set (Linux `VmHWM`, reset through `/proc/self/clear_refs` at the start) minus the resident
+set at the start, so the number is what the measured work added. Freed heap is returned to the OS
+before each measurement (`release_memory`), or memory an earlier run left cached would hide this one's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc `malloc_trim`), so that a
+    following measurement's RSS growth is its own and not hidden by memory an earlier run freed."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _reset_cpu_peak() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Cost:
+    """What a measured block cost; filled in when the block exits."""
+
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+@contextmanager
+def measure(device: torch.device | str = "cpu") -> Iterator[Cost]:
+    """Time the block and record its peak memory (CUDA allocator peak, else peak RSS growth)."""
+    device = torch.device(device)
+    cost = Cost()
+    release_memory()
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        _reset_cpu_peak()
+        base = _status_kib("VmRSS") or 0
+    start = time.perf_counter()
+    try:
+        yield cost
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+            cost.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device) - base)
+        else:
+            peak = _status_kib("VmHWM") or base
+            cost.peak_memory_bytes = max(0, peak - base) * 1024
+        cost.seconds = time.perf_counter() - start

@@ -1,0 +1,120 @@
+"""Tree-Ring keys: embedding is exact in the noise, detection separates watermarked from clean, errors are clear."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from diffinv.applications.attacks import ATTACKS, apply_attack, check_attack, parse_attack
+from diffinv.applications.watermark import (
+    WatermarkKey,
+    classify,
+    distance,
+    embed,
+    generate_watermarked,
+    make_key,
+    p_value,
+)
+from diffinv.cli import app
+from diffinv.inversion import invert_latent
+from diffinv.models.denoiser import Denoiser
+from diffinv.sampler.schedule import make_schedule
+
+
+def test_key_round_trip_and_exact_embedding(tmp_path):
+    key = make_key((4, 16, 16), seed=1)
+    key.save(tmp_path / "key.safetensors")
+    loaded = WatermarkKey.load(tmp_path / "key.safetensors")
+    assert torch.equal(loaded.pattern, key.pattern) and torch.equal(loaded.mask, key.mask)
+    assert (loaded.channel, loaded.radius, loaded.kind) == (3, 3, "ring")
+    noise = torch.randn(8, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    marked = embed(noise, key)
+    assert distance(marked, key).max() < 1e-4
+    assert (p_value(marked, key) < 1e-6).all()
+    assert (distance(noise, key) > 5).all()
+    assert p_value(noise, key).median() > 0.05  # a clean noise is not called watermarked
+    assert torch.allclose(marked[:, :3], noise[:, :3], atol=1e-5)  # only the key's channel changes
+
+
+def test_classification_picks_the_right_key():
+    keys = [make_key((4, 16, 16), seed=seed) for seed in range(3)]
+    noise = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    marked = torch.cat([embed(noise[i : i + 1], keys[i]) for i in range(3)])
+    assert classify(marked + 0.2 * torch.randn_like(marked), keys).tolist() == [0, 1, 2]
+
+
+def test_detect_through_sampling_and_inversion(pipe):
+    key = make_key((4, 8, 8), seed=2)
+    marked = generate_watermarked(pipe, ["a red circle"] * 4, key, seed=1, steps=20, guidance=1.0)
+    clean_noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(9))
+    schedule = make_schedule("ddim", pipe.scheduler.config, 20)
+    denoiser = Denoiser.from_pipeline(pipe, "a red circle", 4, 1.0, schedule.prediction_type)
+    from diffinv.sampler.sampling import sample
+
+    clean_latent = sample(denoiser, schedule, clean_noise).final
+    recovered_marked = invert_latent(denoiser, schedule, marked.latent).noise
+    recovered_clean = invert_latent(denoiser, schedule, clean_latent).noise
+    assert distance(recovered_marked, key).max() < distance(recovered_clean, key).min()
+    assert p_value(recovered_marked, key).max() < 0.01
+
+
+@pytest.mark.parametrize("bad", [{"kind": "spiral"}, {"radius": 9}, {"channel": 4}])
+def test_bad_keys(bad):
+    with pytest.raises(ValueError):
+        make_key((4, 16, 16), **bad)
+    with pytest.raises(ValueError, match="key is for latents"):
+        distance(torch.randn(1, 4, 8, 8), make_key((4, 16, 16)))
+
+
+def test_attacks_change_images_and_parse():
+    image = Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy())
+    for name in ATTACKS:
+        attacked = apply_attack(image, name)
+        assert attacked.size == image.size and attacked.mode == "RGB"
+        assert attacked.tobytes() != image.tobytes(), name
+    assert apply_attack(image, "clean") is image
+    assert parse_attack("jpeg:50") == ("jpeg", 50.0) and parse_attack("rotation") == ("rotation", 75.0)
+    for bad in ("blurr", "jpeg:high"):
+        with pytest.raises(ValueError):
+            check_attack(bad)
+
+
+def test_cli_embed_and_detect(model_dir, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "wm"
+    result = runner.invoke(app, ["watermark", "embed", "--model", str(model_dir), "--prompt", "a red circle",
+                                 "--steps", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"image.png", "key.safetensors", "noise.safetensors", "latent.safetensors", "report.json"}
+    assert WatermarkKey.load(out / "key.safetensors").radius == 2
+    result = runner.invoke(app, ["watermark", "detect", str(out / "image.png"), "--key", str(out / "key.safetensors"),
+                                 "--model", str(model_dir), "--steps", "4", "--attack", "jpeg:50"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["images"][0]["attack"] == "jpeg:50" and 0.0 <= report["images"][0]["p_value"] <= 1.0
+    result = runner.invoke(app, ["watermark", "detect", str(out / "image.png"), "--key", str(out / "image.png"),
+                                 "--model", str(model_dir)])
+    assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
+    from diffinv.bench.watermark import auc, tpr_at_fpr
+
+    assert auc([3, 4], [1, 2]) == 1.0 and auc([1, 2], [3, 4]) == 0.0
+    assert tpr_at_fpr([0.1, 0.2, 5.0], [1.0, 2.0, 3.0]) == pytest.approx(2 / 3)
+    runner = CliRunner()
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "3", "--steps", "3",
+                                 "--pipelines", "encoder+naive", "--attacks", "clean,jpeg", "--known-prompt", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["attack"], row["pipeline"]) for row in rows] == [("clean", "encoder+naive"), ("jpeg", "encoder+naive")]
+    for row in rows:
+        assert 0 <= row["auc"] <= 1 and 0 <= row["accuracy"] <= 1 and row["nfe"] == 3 and row["peak_memory_bytes"] >= 0
+    assert "TPR@1%FPR" in result.output
+    result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--pipelines", "encoder"])
+    assert result.exit_code == 2 and "DECODER+METHOD" in result.output

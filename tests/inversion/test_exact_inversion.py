@@ -1,0 +1,212 @@
+"""Exact inversion (Hong et al.) and fixed-point inversion: round trips, robustness to guidance, honest failure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from diffinv.cli import app
+from diffinv.inversion import METHODS, invert_latent
+from diffinv.inversion.driver import run_inversion
+from diffinv.models.denoiser import Denoiser
+from diffinv.sampler.sampling import sample
+from diffinv.sampler.schedule import make_schedule
+from diffinv.utils.metrics import nmse
+
+FAST = {"anderson": 3, "tol": 1e-5}
+
+
+def round_trip(pipe, name, steps, guidance, unet=None, seed=0):
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    schedule = make_schedule(name, pipe.scheduler.config, steps)
+    denoiser = Denoiser.from_pipeline(pipe, "a red circle", 1, guidance, schedule.prediction_type)
+    if unet is not None:
+        denoiser.unet = unet(pipe.unet, denoiser.guided)
+    latent = sample(denoiser, schedule, noise).final
+    return noise, latent, denoiser, schedule
+
+
+class Stiff(torch.nn.Module):
+    """The tiny UNet plus beta * tanh(z) on the conditional branch only.
+
+    A random tiny UNet barely depends on the prompt, so guidance changes nothing; this term makes the
+    guided output's Jacobian grow with the guidance scale (as a trained model's does), which is what
+    makes plain fixed-point iteration fail at large guidance.
+    """
+
+    def __init__(self, unet, guided: bool, beta: float = -1.0) -> None:
+        super().__init__()
+        self.inner, self.guided, self.beta = unet, guided, beta
+
+    device = property(lambda self: self.inner.device)
+    dtype = property(lambda self: self.inner.dtype)
+
+    def forward(self, sample, *args, **kwargs):
+        push = self.beta * torch.tanh(sample)
+        if self.guided:  # batch = [unconditional, conditional]
+            push = torch.cat([torch.zeros_like(push[: len(push) // 2]), push[len(push) // 2 :]])
+        return (self.inner(sample, *args, **kwargs)[0] + push,)
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm++2m", "dpm++3m"])
+@pytest.mark.parametrize("guidance", [1.0, 7.5])
+def test_round_trip_is_exact_where_naive_is_not(pipe, name, guidance):
+    noise, latent, denoiser, schedule = round_trip(pipe, name, 10, guidance)
+    naive = nmse(invert_latent(denoiser, schedule, latent, "naive").noise, noise)
+    result = invert_latent(denoiser, schedule, latent, "exact", sweeps=3, **FAST)
+    error = nmse(result.noise, noise)
+    assert naive > 1e-3  # 10 steps: the naive linearisation error is real
+    assert error < 1e-6 and error < naive / 1000
+    assert result.converged and len(result.residuals) == 10 and max(result.residuals) <= 1e-5
+    assert result.report["method"] == "exact" and result.report["step_residuals"] == result.residuals
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm++2m"])
+def test_paper_defaults_forward_step_and_gradient_descent(pipe, name):
+    noise, latent, denoiser, schedule = round_trip(pipe, name, 6, 7.5)
+    naive = nmse(invert_latent(denoiser, schedule, latent, "naive").noise, noise)
+    for options in ({}, {"solver": "gradient"}):  # the paper's forward step (rho 0.5, warm-up, halving) and GD
+        result = invert_latent(denoiser, schedule, latent, "exact", **options)
+        assert result.converged and max(result.residuals) <= 2.5e-4
+        assert nmse(result.noise, noise) < naive / 100
+
+
+def test_sweeps_make_multistep_inversion_more_exact(pipe):
+    noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 10, 7.5)
+    errors = [nmse(invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, **FAST).noise, noise) for sweeps in (1, 3)]
+    assert errors[1] < errors[0] / 10
+
+
+def test_anderson_needs_far_fewer_network_calls(pipe):
+    noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 10, 7.5)
+    plain = invert_latent(denoiser, schedule, latent, "exact", tol=1e-5)
+    fast = invert_latent(denoiser, schedule, latent, "exact", **FAST)
+    assert plain.converged and fast.converged
+    assert fast.nfe <= plain.nfe / 2
+    assert nmse(fast.noise, noise) <= 2 * nmse(plain.noise, noise)
+
+
+def test_fixed_point_fails_at_large_guidance_where_exact_does_not(pipe):
+    stiff = lambda unet, guided: Stiff(unet, guided)  # noqa: E731
+    for guidance in (1.0, 7.5):
+        noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 10, guidance, unet=stiff)
+        fixed = invert_latent(denoiser, schedule, latent, "fixed-point", tol=1e-5)
+        exact = invert_latent(denoiser, schedule, latent, "exact", **FAST)
+        assert exact.converged and nmse(exact.noise, noise) < 1e-6
+        if guidance == 1.0:
+            assert fixed.converged and nmse(fixed.noise, noise) < 1e-6
+        else:
+            assert not fixed.converged and fixed.notes  # reported, not silent
+            assert nmse(fixed.noise, noise) > 1e3 * nmse(exact.noise, noise)
+
+
+@pytest.mark.parametrize("refine", ["lm", "lm-dense"])
+def test_levenberg_marquardt_finishes_steps_the_first_solver_leaves(pipe, refine):
+    noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 5, 7.5)
+    starved = invert_latent(denoiser, schedule, latent, "exact", max_iter=2, tol=3e-6)
+    solver = METHODS["exact"](max_iter=2, tol=3e-6, refine=refine)  # 2 forward steps cannot reach 3e-6 ...
+    refined = run_inversion(denoiser, schedule, latent, solver, "exact")
+    assert not starved.converged
+    assert refined.converged and max(refined.residuals) <= 3e-6  # ... Levenberg-Marquardt then does (float32 floor ~1e-6)
+    stops = [entry["stop"] for entry in solver.log]
+    assert set(stops) <= {"tolerance", "lm tolerance"} and stops.count("lm tolerance") >= 3
+    assert nmse(refined.noise, noise) < nmse(starved.noise, noise) / 100
+    assert refined.nfe > starved.nfe + 5 * 2  # Jacobian products count as network calls
+
+
+@pytest.mark.parametrize("guidance", [1.0, 7.5])
+def test_full_jacobian_matches_forward_mode_products(pipe, guidance):
+    """`StepProblem.jacobian` (batched columns, repeated latents, history and correction tiled) agrees with
+    the single Jacobian-vector products Levenberg-Marquardt uses, for a multistep DPM-Solver++ step on 2 latents."""
+    from diffinv.inversion.exact import StepProblem
+
+    schedule = make_schedule("dpm++2m", pipe.scheduler.config, 5)
+    denoiser = Denoiser.from_pipeline(pipe, "a red circle", 2, guidance, schedule.prediction_type)
+    forward = next(step for step in schedule.steps if step.order > 1)
+    gen = torch.Generator().manual_seed(0)
+    z, x = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 4, 8, 8, generator=gen)
+    history = tuple((point, torch.randn(2, 4, 8, 8, generator=gen)) for point in forward.history)
+    problem = StepProblem(denoiser, forward, x, correction=torch.randn(2, 4, 8, 8, generator=gen), history=history)
+    before = denoiser.nfe
+    jacobian = problem.jacobian(z, chunk=48)  # 256 columns in chunks that do not divide it
+    assert jacobian.shape == (2, 256, 256) and denoiser.nfe - before == 256
+    jvp, _ = problem.linearize(z)
+    v = torch.randn(2, 4, 8, 8, generator=gen)
+    expected = jvp(v).flatten(1)
+    got = (jacobian @ v.flatten(1)[..., None])[..., 0]
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_failure_to_converge_is_reported(pipe):
+    noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 5, 7.5)
+    solver = METHODS["exact"](max_iter=2, tol=1e-9, fine_steps=2)
+    result = run_inversion(denoiser, schedule, latent, solver, "exact")
+    assert not result.converged and result.notes
+    assert len(result.residuals) == 5 and all(residual > 1e-9 for residual in result.residuals)
+    assert result.report["converged"] is False and "step_residuals" in result.report
+    assert [entry["stop"] for entry in solver.log] == ["max_iter"] * 5 and all(entry["evaluations"] == 2 for entry in solver.log)
+
+
+def test_plateau_stop_saves_network_calls(pipe):
+    noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 4, 3.0)
+    solver = METHODS["exact"](tol=1e-12, stall=5, anderson=3)  # unreachable in float32: stop on the plateau
+    result = run_inversion(denoiser, schedule, latent, solver, "exact")
+    assert not result.converged
+    assert {entry["stop"] for entry in solver.log} == {"plateau"} and result.nfe < 4 * 100
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("exact", {"tollerance": 1e-4}, "unknown option"),
+        ("exact", {"solver": "newton"}, "unknown solver"),
+        ("exact", {"refine": "bfgs"}, "unknown refine"),
+        ("exact", {"refine": "lm", "refine_inner": 0}, "refine_inner"),
+        ("exact", {"refine": "lm-dense", "refine_iter": 0}, "refine_iter"),
+        ("exact", {"max_iter": 0}, "max_iter"),
+        ("exact", {"tol": -1.0}, "tol"),
+        ("fixed-point", {"rho": 0.5}, "unknown option"),
+    ],
+)
+def test_bad_options_raise_value_error(method, options, message):
+    with pytest.raises(ValueError, match=message):
+        METHODS[method](**options)
+
+
+def test_cli_invert_and_benchmark(model_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, [
+        "bench", "sampler-inversion", "--model", str(model_dir), "--n", "1", "--schedulers", "ddim:4,dpm++2m:4",
+        "--guidances", "7.5", "--methods", "naive,exact-aa,exact:anderson=3,sweeps=3", "--json", str(tmp_path / "bench.json"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "exact-aa" in result.output and "noise NMSE" in result.output
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert len(rows) == 6 and {row["method"] for row in rows} == {"naive", "exact-aa", "exact:anderson=3,sweeps=3"}
+    for key in ("method", "decoder", "scheduler", "steps", "guidance", "dtype", "image", "noise_nmse", "latent_nmse",
+                "nfe", "seconds", "peak_memory_bytes", "converged"):
+        assert all(key in row for row in rows)
+    naive, exact = (next(r for r in rows if r["method"] == m and r["scheduler"] == "dpm++2m") for m in ("naive", "exact-aa"))
+    assert exact["noise_nmse"] < naive["noise_nmse"] / 100 and exact["converged"]
+    bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "magic"])
+    assert bad.exit_code == 2 and "unknown method" in bad.output
+    bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "exact-lm:refine=bfgs"])
+    assert bad.exit_code == 2 and "unknown refine" in bad.output
+
+    common = ["--model", str(model_dir), "--prompt", "a red circle", "--scheduler", "dpm++2m", "--steps", "4", "--guidance", "7.5"]
+    assert runner.invoke(app, ["generate", *common[:4], "--seed", "1", *common[4:], "--out", str(tmp_path / "gen")]).exit_code == 0
+    inverted = runner.invoke(app, [
+        "invert", "--latent", str(tmp_path / "gen" / "latent.safetensors"), *common, "--method", "exact",
+        "--method-option", "anderson=3", "--method-option", "tol=1e-5", "--method-option", "sweeps=3", "--reference", str(tmp_path / "gen"),
+        "--out", str(tmp_path / "inv"),
+    ])
+    assert inverted.exit_code == 0, inverted.output
+    report = json.loads((tmp_path / "inv" / "report.json").read_text())
+    assert report["method"] == "exact" and report["converged"] and report["noise_nmse"] < 1e-5 and len(report["step_residuals"]) == 4
+    assert "max_step_residual" in inverted.output and "step_residuals" not in inverted.output  # the list stays in report.json
+    wrong = runner.invoke(app, ["invert", "--latent", str(tmp_path / "gen" / "latent.safetensors"), *common, "--method", "exact",
+                                "--method-option", "bogus=1", "--out", str(tmp_path / "bad")])
+    assert wrong.exit_code == 2 and "unknown option" in wrong.output and not (tmp_path / "bad").exists()

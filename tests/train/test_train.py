@@ -1,0 +1,226 @@
+"""The training package: renderer and checker, held-out split, resumable smoke runs, export, bundled weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from diffinv.train.data import autoencoder_batch, heldout_combos, train_combos
+from diffinv.train.leaves import leaf_radii, leaves_batch
+from diffinv.train.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, random_scene, read_scene, render
+
+BUNDLED = Path(__file__).resolve().parents[2] / "src" / "diffinv" / "weights" / "tiny"
+FIRST_VERSION = Path(__file__).resolve().parents[2] / "models" / "tiny-v1"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_renderer_draws_prompted_colors_and_shape(shape):
+    scene = Scene("red", shape, "blue", cx=30, cy=34, radius=12)
+    image = render(scene)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert tuple(image[34, 30]) == PALETTE["red"]
+    assert tuple(image[0, 0]) == tuple(image[-1, -1]) == PALETTE["blue"]
+    assert read_scene(image).combo == ("red", shape, "blue")
+
+
+def test_combos_cover_requested_vocabulary():
+    combos = all_combos()
+    assert {"red", "green", "blue", "yellow", "white", "black", "orange", "purple"} <= set(COLORS)
+    assert {"circle", "square", "triangle"} <= set(SHAPES)
+    assert all(c != b for c, _, b in combos)
+    assert len(combos) == len(COLORS) * (len(COLORS) - 1) * len(SHAPES)
+
+
+def test_checker_reads_random_renders():
+    rng = np.random.default_rng(0)
+    scenes = [random_scene(rng) for _ in range(300)]
+    readings = [read_scene(render(s)) for s in scenes]
+    assert all(r.color == s.color and r.background == s.background for r, s in zip(readings, scenes))
+    assert np.mean([r.shape == s.shape for r, s in zip(readings, scenes)]) >= 0.98
+    noisy = [read_scene(np.clip(render(s) + rng.normal(0, 10, (64, 64, 3)), 0, 255)) for s in scenes[:100]]
+    assert np.mean([r.combo == s.combo for r, s in zip(noisy, scenes)]) >= 0.95
+
+
+def test_textured_scenes_read_back_at_any_rotation():
+    rng = np.random.default_rng(3)
+    scenes = [random_scene(rng, textured=True) for _ in range(300)]
+    images = [render(s) for s in scenes]
+    assert len({s.angle for s in scenes if s.shape != "circle"}) > 150  # continuous rotations
+    assert np.mean([im.std(axis=(0, 1)).mean() for im in images]) > 20  # textured, not flat
+    again = render(scenes[0])
+    assert np.array_equal(again, images[0])  # the texture comes from the scene's seed
+    readings = [read_scene(im) for im in images]
+    assert all(r.color == s.color and r.background == s.background for r, s in zip(readings, scenes))
+    assert np.mean([r.shape == s.shape for r, s in zip(readings, scenes)]) >= 0.95
+    for s, im in zip(scenes, images):  # the shape stays inside the frame's margin at every angle
+        far = np.abs(im.astype(float) - np.array(PALETTE[s.background])).sum(-1) > 150
+        assert not far[:2].any() and not far[-2:].any() and not far[:, :2].any() and not far[:, -2:].any()
+
+
+def test_checker_fill_ratio_ignores_rotation():
+    from diffinv.train.scenes import rectangle_fill
+
+    square = np.zeros((64, 64), bool)
+    square[20:40, 20:40] = True
+    turned = render(Scene("red", "square", "blue", radius=14, angle=np.pi / 4))
+    assert rectangle_fill(square) == 1.0
+    assert read_scene(turned).shape == "square" and read_scene(turned).fill > 0.9
+
+
+def test_unet_batch_mixes_scenes_photos_and_leaves():
+    from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, unet_batch
+
+    images, captions = unet_batch(np.random.default_rng(0), 8, train_combos(), 0.25, 0.25)
+    assert images.shape == (8, 3, 64, 64) and images.min() >= -1 and images.max() <= 1
+    assert captions[-4:] == [PHOTO_CAPTION] * 2 + [LEAVES_CAPTION] * 2
+    assert all(c.endswith("background") for c in captions[:4])
+
+
+def test_heldout_split():
+    held, train = heldout_combos(), train_combos()
+    assert len(held) == len(set(held)) == 24 and not set(held) & set(train)
+    assert set(held) | set(train) == set(all_combos())
+    for color in COLORS:  # every word is still seen in both roles during training
+        assert any(c == color for c, _, _ in train) and any(b == color for _, _, b in train)
+
+
+def test_autoencoder_batch_range():
+    x = autoencoder_batch(np.random.default_rng(0), 6)
+    assert x.shape == (6, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+    mixed = autoencoder_batch(np.random.default_rng(0), 8, photo_fraction=0.25, augmented=True, leaves_fraction=0.5)
+    assert mixed.shape == (8, 3, 64, 64) and mixed.min() >= -1 and mixed.max() <= 1
+
+
+def test_checkpoints_from_before_configurable_latent_channels_load_as_4_channels():
+    from diffinv.train.vae import stored_arch
+
+    old = stored_arch({"arch": {"channels": [32, 64, 64], "layers_per_block": 1, "groups": 16}})
+    new = stored_arch({"arch": {"channels": [32, 64, 64], "latent_channels": 8}})
+    assert old["latent_channels"] == 4 and new["latent_channels"] == 8
+
+
+def test_dead_leaves_are_seeded_varied_and_in_range():
+    first = leaves_batch(np.random.default_rng(5), 4)
+    again = leaves_batch(np.random.default_rng(5), 4)
+    assert first.shape == (4, 64, 64, 3) and first.min() >= 0 and first.max() <= 1
+    assert np.array_equal(first, again)  # same seed, same images: training stays reproducible
+    assert all(image.std() > 0.05 for image in first)  # leaves of many colours, not a flat field
+    radii = leaf_radii(np.random.default_rng(0), 20000, 1.0, 40.0)
+    assert radii.min() >= 1.0 and radii.max() <= 40.0
+    assert np.mean(radii < 2.0) > 0.7  # density ~ r^-3: most leaves are small (P(r < 2) = 0.75)
+
+
+def test_weight_average_follows_the_weights():
+    from diffinv.train.loop import ExponentialAverage
+
+    layer = torch.nn.Linear(2, 2)
+    average = ExponentialAverage({"layer": layer}, decay=0.9)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update({"layer": layer})  # first update: weight min(0.9, 1/10) keeps 10% of the old
+    moved = average.modules["layer"].weight
+    assert torch.allclose(moved, layer.weight - 0.1)
+    assert not moved.requires_grad
+
+
+def test_interrupted_unet_run_equals_uninterrupted(tmp_path):
+    """The rolling data buffer, the optimiser and the weight average are all in the checkpoint."""
+    from diffinv.train.unet import train_unet
+    from diffinv.train.vae import train_vae
+
+    torch.set_num_threads(1)
+    for run in ("straight", "resumed"):
+        train_vae(tmp_path / run / "vae", steps=1, batch=2, channels=(8, 16, 16), groups=4)
+    settings = dict(batch=2, buffer=6, fresh=2, channels=(16, 32, 32), text_width=32, text_layers=1)
+    train_unet(tmp_path / "straight", steps=3, **settings)
+    train_unet(tmp_path / "resumed", steps=3, until=1, **settings)
+    train_unet(tmp_path / "resumed", steps=3, **settings)
+    straight = torch.load(tmp_path / "straight" / "unet" / "step_0000003.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed" / "unet" / "step_0000003.pt", weights_only=False)
+    for part in ("modules", "average"):
+        weights = straight[part] if part == "modules" else straight[part]["modules"]
+        again = resumed[part] if part == "modules" else resumed[part]["modules"]
+        for key, value in weights["unet"].items():
+            assert torch.equal(value, again["unet"][key]), (part, key)
+    assert torch.equal(straight["extra"]["latents"], resumed["extra"]["latents"])
+    assert not torch.equal(straight["modules"]["unet"]["conv_in.weight"],
+                           straight["average"]["modules"]["unet"]["conv_in.weight"])
+
+
+def test_probe_statistics_and_rows():
+    from diffinv.models.testing import tiny_pipeline
+    from diffinv.train.probe import format_probe, invertibility, step_statistics
+
+    folded = torch.diag(torch.tensor([0.5, 0.4, -0.01, 0.3]))
+    stats = step_statistics(folded, floor=0.3)
+    assert stats["negative_eigenvalues"] == 1 and stats["min_singular"] == pytest.approx(0.01)
+    assert stats["asymmetry"] == 0.0
+    pipe = tiny_pipeline()
+    rows = invertibility(pipe, trajectories=2, last=1, steps=4)
+    steps = [r for r in rows if "timestep" in r]
+    assert len(steps) == 2 and all(r["floor"] > 0 and r["min_singular"] > 0 for r in steps)
+    assert {r["method"] for r in rows if "method" in r} == {"naive", "exact"}
+    assert "summary:" in format_probe(rows)
+
+
+def test_smoke_train_resume_export(tmp_path, capsys):
+    from diffinv.train.export import export
+    from diffinv.train.unet import train_unet
+    from diffinv.train.vae import finetune_decoder, train_vae
+
+    torch.set_num_threads(1)
+    tiny_vae = dict(channels=(8, 16, 16), groups=4)
+    train_vae(tmp_path / "vae", steps=3, batch=2, until=2, **tiny_vae)  # stops early at step 2
+    assert (tmp_path / "vae" / "step_0000002.pt").exists()
+    assert not (tmp_path / "vae" / "step_0000003.pt").exists()
+    train_vae(tmp_path / "vae", steps=3, batch=2, **tiny_vae)  # resumes at step 2, does one more
+    assert (tmp_path / "vae" / "step_0000003.pt").exists()
+    assert "at step 2" in capsys.readouterr().out
+    finetune_decoder(tmp_path, steps=2, batch=2)
+    assert (tmp_path / "vae_decoder" / "step_0000002.pt").exists()
+    tiny_unet = dict(channels=(16, 32, 32), text_width=32, text_layers=1)
+    stream = dict(buffer=8, fresh=2, photo_fraction=0.25, leaves_fraction=0.25)
+    train_unet(tmp_path, steps=2, batch=2, **stream, **tiny_unet)
+    train_unet(tmp_path, steps=3, batch=2, **stream, **tiny_unet)
+    assert "at step 2" in capsys.readouterr().out
+    assert (tmp_path / "unet" / "step_0000003.pt").exists()
+    folder = export(tmp_path, tmp_path / "export")
+    assert (folder / "model_index.json").exists()
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    assert pipe.unet.dtype == torch.float32
+    image = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,
+                 output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3)
+
+
+@pytest.mark.parametrize("folder", [BUNDLED, FIRST_VERSION], ids=["tiny", "tiny-v1"])
+def test_bundled_weights_generate(folder):
+    sizes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert sizes <= 15 * 2**20
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    assert pipe.vae.config.latent_channels >= 4 and 64 // factor >= 16  # the issue's floor: 4x16x16 latents
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a red circle on a blue background", num_inference_steps=10, guidance_scale=7.5,
+                 output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 64, 64, 3)
+    reading = read_scene((image[0] * 255).round().astype(np.uint8))
+    assert (reading.color, reading.background) == ("red", "blue")
+
+
+def test_score_and_table():
+    from diffinv.train.evaluate import format_table, score
+
+    combos = [("red", "circle", "blue"), ("green", "square", "white")]
+    readings = [read_scene(render(Scene(*c))) for c in combos]
+    result = score(readings, combos)
+    assert result["all"] == result["colors"] == 1.0 and result["samples"] == 2
+    assert result["shape_confusion"] == {"circle": {"circle": 1}, "square": {"square": 1}}
+    table = format_table(dict(model="m", scheduler="DDIMScheduler", steps=50, guidance=7.5,
+                              adherence_heldout=result, checker_on_renders=result,
+                              autoencoder_psnr_db={"scenes_heldout": 31.0}))
+    assert "adherence_heldout" in table and "31.00" in table
