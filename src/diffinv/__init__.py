@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Autoencoder": "diffinv.models.autoencoder",
     "DECODER_METHODS": "diffinv.decoder",
+    "EditResult": "diffinv.applications.editing",
+    "edit": "diffinv.applications.editing",
     "invert_decoder": "diffinv.decoder",
     "Denoiser": "diffinv.models.denoiser",
     "METHODS": "diffinv.inversion",

@@ -111,7 +111,8 @@ def generate(
     )
 
 
-def _image_tensor(image: torch.Tensor | Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+def image_batch(image: torch.Tensor | Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+    """Images as one [B, 3, H, W] tensor in [-1, 1]: a tensor ([3, H, W] or batched), a PIL image or a list of them."""
     if isinstance(image, Image.Image):
         return pil_to_tensor(image)[None]
     if isinstance(image, torch.Tensor):
@@ -148,7 +149,7 @@ def invert(
     decoded = None
     with measure(pipe.unet.device) as total:
         if image is not None:
-            images = _image_tensor(image).to(pipe.unet.device)
+            images = image_batch(image).to(pipe.unet.device)
             factor = pipe.vae_scale_factor
             if images.shape[-1] % factor or images.shape[-2] % factor:
                 raise ValueError(f"image size {images.shape[-1]}x{images.shape[-2]} is not a multiple of the VAE factor {factor}")

@@ -95,6 +95,14 @@ def test_resize_option(model_dir, generated, tmp_path):
         (["invert", "/no/such.png"], "no such file"),
         (["invert"], "give image files or --latent"),
         (["invert", "IMAGE", "--method-option", "novalue"], "is not KEY=VALUE"),
+        (["generate", "--prompt", "x", "--guidance", "nan"], "guidance must be a finite number >= 0"),
+        (["invert", "IMAGE", "--guidance", "-2"], "guidance must be a finite number >= 0"),
+        (["invert", "IMAGE", "--method", "exact", "--method-option", "max_iter=abc"],
+         "option max_iter of method 'exact' must be a whole number, got 'abc'"),
+        (["invert", "IMAGE", "--decoder", "gradient-free", "--decoder-option", "lr=fast"],
+         "option lr of decoder method 'gradient-free' must be a finite number"),
+        (["invert", "IMAGE", "--method", "easyinv", "--method-option", "eta=abc"],
+         "option eta of inversion method 'easyinv' must be a finite number, got 'abc'"),
     ],
 )
 def test_errors_are_one_line_and_write_nothing(model_dir, generated, tmp_path, arguments, message):
@@ -110,6 +118,15 @@ def test_errors_are_one_line_and_write_nothing(model_dir, generated, tmp_path, a
     assert message in result.output
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [line for line in result.output.splitlines() if line.strip()][-1:]
     assert not out.exists()
+
+
+def test_an_unwritable_output_folder_is_named_as_given(model_dir, generated, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should go")
+    for out in (blocker, blocker / "inside"):
+        result = run("invert", generated / "image.png", "--model", model_dir, "--steps", 2, "--out", out)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines()[-1].startswith(f"error: cannot write to {out}")
 
 
 def test_parse_options_and_specs():

@@ -81,7 +81,7 @@ def test_same_network_calls_as_naive(pipe, name):
     "options, message",
     [
         ({"eta": 1.5}, "eta must be in"),
-        ({"eta": float("nan")}, "eta must be in"),
+        ({"eta": float("nan")}, "option eta of inversion method .easyinv. must be a finite number"),
         ({"window": [0.3, 0.1]}, "0 <= start <= end <= 1"),
         ({"window": "late"}, "two fractions"),
         ({"order": "sideways"}, "unknown easyinv order"),

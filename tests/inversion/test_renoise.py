@@ -89,7 +89,7 @@ def test_renoise_inverts_ddim_closer_than_naive(pipe):
     "options, message",
     [
         ({"renoise_steps": -1}, "non-negative integer"),
-        ({"renoise_steps": 2.5}, "non-negative integer"),
+        ({"renoise_steps": 2.5}, "renoise_steps of inversion method 'renoise' must be a whole number"),
         ({"average": 0}, "at least 1"),
         ({"average": [3, 1]}, "0 <= start < stop"),
         ({"early_average": "last"}, "count or a pair"),

@@ -1,11 +1,11 @@
 """Surfaces: the `diffinv` command line (Typer). `common` holds the apps and shared helpers; `commands`,
-`watermark` and `bench` register their subcommands on import. May import every layer below."""
+`edit`, `watermark` and `bench` register their subcommands on import. May import every layer below."""
 
 from __future__ import annotations
 
 import os
 
-from diffinv.cli import bench, commands, watermark  # noqa: F401  (registers the subcommands)
+from diffinv.cli import bench, commands, edit, watermark  # noqa: F401  (registers the subcommands)
 from diffinv.cli.common import app
 
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from diffinv.cli.common import MODEL_HELP, bench_app, emit_rows, split_list, user_errors, whole_numbers
+from diffinv.cli.common import MODEL_HELP, bench_app, emit_rows, finite_numbers, split_list, user_errors, whole_numbers
 from diffinv.utils.specs import split_specs
 
 
@@ -128,10 +128,7 @@ def bench_sampler_inversion(
         from diffinv.models.loading import load
 
         scheduler_list = parse_schedulers(schedulers)
-        try:
-            guidance_list = [float(value) for value in split_list(guidances)]
-        except ValueError:
-            raise ValueError(f"{guidances!r} is not a comma-separated list of numbers") from None
+        guidance_list = finite_numbers(guidances)
         method_list = split_specs(methods)
         for label in method_list:
             resolve_method(label, tol)
@@ -174,3 +171,42 @@ def bench_decoder_inversion(
             sample_prompts=[p for p in prompts.split("|") if p] or None, chunk_size=chunk_size, seed=seed,
             video_size=video_size,
         )
+
+
+@bench_app.command("editing")
+def bench_editing(
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    n: int = typer.Option(8, "--n", help="generated images per (edit, sampler, guidance)"),
+    schedulers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
+    guidances: str = typer.Option("3,7.5", help="comma-separated guidance scales"),
+    methods: str = typer.Option("naive,exact-aa,easyinv,renoise,fixed-point",
+                                help="comma-separated inversion methods (bench sampler-inversion's labels)"),
+    modes: str = typer.Option("prompt-to-prompt,diffedit", help="comma-separated editing modes"),
+    edits: str = typer.Option("colour,shape", help="comma-separated scene edits (colour, shape)"),
+    photos: str = typer.Option("astronaut,chelsea,coffee,rocket", help="scikit-image photos edited inside a given disc ('' for none)"),
+    decoder: str = typer.Option("encoder", help="decoder inversion"),
+    tol: float = typer.Option(1e-4, help="per-step relative tolerance of exact and fixed-point"),
+    seed: int = typer.Option(0, help="seed of the first image"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+) -> None:
+    """Edit generated scenes and photos with every inversion method and mode: background PSNR/SSIM, edit success."""
+    with user_errors():
+        from diffinv.applications.editing import resolve_mode_options
+        from diffinv.bench.editing import format_rows, run_editing_benchmark
+        from diffinv.bench.sampler import parse_schedulers
+        from diffinv.decoder import check_decoder_name
+        from diffinv.models.loading import load
+
+        scheduler_list = parse_schedulers(schedulers)
+        guidance_list = finite_numbers(guidances)
+        mode_list = split_list(modes)
+        for mode in mode_list:
+            resolve_mode_options(mode, None)
+        check_decoder_name(decoder)
+        if n < 1:
+            raise ValueError(f"--n must be at least 1, got {n}")
+        pipe = load(model)
+        rows = run_editing_benchmark(pipe, n=n, schedulers=scheduler_list, guidances=guidance_list,
+                                     methods=split_specs(methods), modes=mode_list, edits=split_list(edits),
+                                     photos=split_list(photos), decoder=decoder, tol=tol, seed=seed)
+        emit_rows(format_rows(rows), rows, json_path, model)

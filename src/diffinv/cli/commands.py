@@ -37,12 +37,15 @@ def generate(
 ) -> None:
     """Sample images from seeded noise; write image.png, noise/latent .safetensors and report.json."""
     with user_errors():
+        from diffinv.models.denoiser import check_guidance
         from diffinv.models.loading import load
         from diffinv.pipeline import generate as run_generate
         from diffinv.sampler.schedule import check_scheduler_name
-        from diffinv.utils.outputs import save_tensor, staged_folder, write_json
+        from diffinv.utils.outputs import check_writable, save_tensor, staged_folder, write_json
 
+        check_writable(out)
         check_scheduler_name(scheduler)
+        check_guidance(guidance)
         pipe = load(model, dtype=dtype)
         result = run_generate(
             pipe, prompt, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance,
@@ -81,9 +84,10 @@ def invert(
         from diffinv.models.loading import load
         from diffinv.pipeline import invert as run_invert
         from diffinv.pipeline import reconstruct, score
-        from diffinv.utils.outputs import load_tensor, save_tensor, staged_folder, write_json
+        from diffinv.utils.outputs import check_writable, load_tensor, save_tensor, staged_folder, write_json
 
-        check_names(scheduler, method, decoder)
+        check_writable(out)
+        check_names(scheduler, method, decoder, guidance)
         if bool(images) == (latent is not None):
             raise ValueError("give image files or --latent, not both and not neither")
         method_options, decoder_options = parse_options(method_option), parse_options(decoder_option)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,17 @@ def whole_numbers(text: str) -> list[int]:
         raise ValueError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
+def finite_numbers(text: str) -> list[float]:
+    """'1,3,7.5' -> [1.0, 3.0, 7.5], with a clear error for anything else (NaN and infinity included)."""
+    try:
+        values = [float(item) for item in split_list(text)]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not all(math.isfinite(value) for value in values):
+        raise ValueError(f"{text!r}: every value must be a finite number")
+    return values
+
+
 def emit_rows(table: str, rows: list[dict[str, Any]], json_path: Path | None, model: str) -> None:
     """Print a benchmark's table; with --json also write its rows, each tagged with the model."""
     from diffinv.bench.tables import write_rows
@@ -80,15 +92,17 @@ def save_images(folder: Path, images, stem: str) -> None:
         image.save(folder / name)
 
 
-def check_names(scheduler: str, method: str, decoder: str) -> None:
-    """Refuse unknown scheduler, method or decoder names before any model is loaded."""
+def check_names(scheduler: str, method: str, decoder: str, guidance: float = 1.0) -> None:
+    """Refuse unknown scheduler, method or decoder names and an unusable guidance before any model is loaded."""
     from diffinv.decoder import check_decoder_name
     from diffinv.inversion import check_method_name
+    from diffinv.models.denoiser import check_guidance
     from diffinv.sampler.schedule import check_scheduler_name
 
     check_scheduler_name(scheduler)
     check_method_name(method)
     check_decoder_name(decoder)
+    check_guidance(guidance)
 
 
 def read_images(pipe, paths: list[Path], resize: bool):

@@ -40,8 +40,9 @@ def watermark_embed(
         from diffinv.models.loading import load
         from diffinv.pipeline import latent_shape
         from diffinv.sampler.schedule import check_scheduler_name
-        from diffinv.utils.outputs import save_tensor, staged_folder, write_json
+        from diffinv.utils.outputs import check_writable, save_tensor, staged_folder, write_json
 
+        check_writable(out)
         check_scheduler_name(scheduler)
         pipe = load(model)
         shape = latent_shape(pipe, 1)[1:]
@@ -83,7 +84,7 @@ def watermark_detect(
         from diffinv.models.loading import load
         from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 
-        check_names(scheduler, method, decoder)
+        check_names(scheduler, method, decoder, guidance)
         check_attack(attack)
         the_key = WatermarkKey.load(key)
         pipe = load(model)

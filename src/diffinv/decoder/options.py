@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from diffinv.decoder.cocoercivity import inertial_km_lambda_max
+from diffinv.utils.specs import check_option_types
 
 DECODER_METHODS = ("encoder", "forward-step", "inertial-km", "gradient-free", "gradient")
 
@@ -51,6 +52,7 @@ def resolve_options(method: str, options: dict[str, Any], dtype: torch.dtype) ->
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for decoder method {method!r}; accepted: {', '.join(sorted(accepted))}")
+    check_option_types(f"decoder method {method!r}", {**accepted, "eps": 1e-8, "tol": 1e-3, "chunk_size": 1}, options)
     resolved = {**accepted, **options}
     if method == "gradient-free" and resolved["eps"] is None:
         resolved["eps"] = 1e-4 if dtype == torch.float16 else 1e-8

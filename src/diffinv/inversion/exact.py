@@ -50,6 +50,7 @@ from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point, Prediction, predict
 from diffinv.sampler.schedule import Schedule, Step
 from diffinv.sampler.solvers import update
+from diffinv.utils.specs import check_option_types
 
 #: Relative per-step tolerance that matches the paper's absolute threshold on SD latents (see module doc).
 PAPER_TOL = 2.5e-4
@@ -94,6 +95,7 @@ def resolve_options(method: str, defaults: dict[str, Any], options: dict[str, An
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for method {method!r}; accepted: {', '.join(defaults)}")
+    check_option_types(f"method {method!r}", {**defaults, "rho": 0.5, "tol": PAPER_TOL, "warmup": 0, "stall": 0}, options)
     resolved = {**defaults, **options}
     if resolved.get("solver", SOLVERS[0]) not in SOLVERS:
         raise ValueError(f"unknown solver {resolved['solver']!r} for method {method!r}; choose one of {', '.join(SOLVERS)}")

@@ -8,14 +8,27 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
 from diffinv.models.prediction import Point, Prediction, predict
 
 
+def check_guidance(guidance: float) -> float:
+    """Return `guidance` if it is a usable classifier-free guidance scale (finite, >= 0), else raise ValueError."""
+    if not math.isfinite(float(guidance)) or float(guidance) < 0:
+        raise ValueError(f"guidance must be a finite number >= 0, got {guidance} (at most 1: no classifier-free guidance)")
+    return float(guidance)
+
+
 class Denoiser:
-    """Guided network output for a fixed prompt, guidance scale and prediction type."""
+    """Guided network output for a fixed prompt, guidance scale and prediction type.
+
+    As in diffusers, a guidance scale above 1 mixes the unconditional and conditional predictions
+    (uncond + w (cond - uncond)); at most 1 the conditional prediction is used alone. NaN, infinite
+    and negative scales are refused.
+    """
 
     def __init__(
         self,
@@ -25,6 +38,7 @@ class Denoiser:
         guidance: float,
         prediction_type: str,
     ) -> None:
+        check_guidance(guidance)
         self.unet = unet
         self.guidance = float(guidance)
         self.prediction_type = prediction_type

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -41,13 +42,20 @@ def sample(
     noise: torch.Tensor,
     keep_trajectory: bool = False,
     progress: bool = False,
+    after_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> Trajectory:
-    """Run the sampler from `noise`; the returned trajectory always ends with z_0 (and holds every x0)."""
+    """Run the sampler from `noise`; the returned trajectory always ends with z_0 (and holds every x0).
+
+    `after_step(index, x)`, when given, sees each step's result and returns the latent the sampler goes
+    on from (DiffEdit's blending of two branches uses it); the step math itself is `solvers.update`.
+    """
     x = noise.float() * schedule.init_noise_sigma
     trajectory = Trajectory(latents=[x])
-    for step in tqdm(schedule.steps, desc=f"sampling ({schedule.name})", disable=not progress, leave=False):
+    for index, step in enumerate(tqdm(schedule.steps, desc=f"sampling ({schedule.name})", disable=not progress, leave=False)):
         prediction = denoiser.predict(x, step.timestep, step.start)
         x = update(prediction, step.start, step.end, step_history(step, trajectory.data_predictions))
+        if after_step is not None:
+            x = after_step(index, x)
         trajectory.data_predictions.append(prediction.data)
         if keep_trajectory:
             trajectory.latents.append(x)

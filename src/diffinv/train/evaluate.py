@@ -76,10 +76,10 @@ def confusion(truth: list[str], read: list[str | None]) -> dict[str, dict[str, i
 
 
 def checker_accuracy(n: int = 600) -> dict:
-    """The checker on the renderer's own images (held-out combos): colors and shape kind."""
+    """The checker on the renderer's own textured images (held-out combos, any rotation): colors and shape kind."""
     rng = np.random.default_rng(EVAL_SEED)
     combos = heldout_combos()
-    scenes = [random_scene(rng, combos[i % len(combos)]) for i in range(n)]
+    scenes = [random_scene(rng, combos[i % len(combos)], textured=True) for i in range(n)]
     readings = [read_scene(render(s)) for s in scenes]
     return score(readings, [s.combo for s in scenes])
 
@@ -92,7 +92,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def autoencoder_psnr(pipe: StableDiffusionPipeline, n: int = 128) -> dict:
-    """Mean PSNR of D(E(x)) (posterior mean) on held-out scenes, held-out photos and, for reference, training photos."""
+    """Mean PSNR of D(E(x)) (posterior mean) on new flat and textured scenes (the textured ones of held-out
+    combos), held-out photos and, for reference, training photos."""
     ae = Autoencoder.from_pipeline(pipe)
     rng = np.random.default_rng(EVAL_SEED + 1)
     sets = {
@@ -100,6 +101,7 @@ def autoencoder_psnr(pipe: StableDiffusionPipeline, n: int = 128) -> dict:
         "photos_heldout_center": to_tensor(np.stack([center_photo(p) for p in HELDOUT_PHOTOS])),
         "photos_heldout_crops": to_tensor(photo_batch(rng, n, HELDOUT_PHOTOS)),
         "photos_train_center": to_tensor(np.stack([center_photo(p) for p in TRAIN_PHOTOS])),
+        "textured_scenes_heldout": to_tensor(scene_batch(rng, n, heldout_combos(), textured=True)[1]),
     }
     return {name: float(psnr(ae.decode(ae.encode(x)).float(), x).mean()) for name, x in sets.items()}
 

@@ -202,6 +202,25 @@ def classify_fill(fill: float) -> str:
     return "triangle"
 
 
+def _blob(image: np.ndarray, threshold: float, min_area: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(image as float RGB, median border colour, the largest blob of pixels far from it or None)."""
+    img = np.asarray(image, dtype=np.float64)[..., :3]
+    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
+    bg_rgb = np.median(border, axis=0)
+    far = np.sqrt(((img - bg_rgb) ** 2).sum(axis=-1)) > threshold
+    labels = label(far, connectivity=1)
+    if labels.max() == 0:
+        return img, bg_rgb, None
+    blob = max(regionprops(labels), key=lambda p: p.area)
+    return img, bg_rgb, (labels == blob.label) if blob.area >= min_area else None
+
+
+def shape_region(image: np.ndarray, threshold: float = 50.0, min_area: int = 12) -> np.ndarray:
+    """The pixels the checker reads as the shape (bool [H, W]; all False when it finds none)."""
+    img, _, blob = _blob(image, threshold, min_area)
+    return blob if blob is not None else np.zeros(img.shape[:2], dtype=bool)
+
+
 def read_scene(image: np.ndarray, threshold: float = 50.0, min_area: int = 12) -> Reading:
     """Read background color (border pixels), shape color and shape kind from a uint8 RGB image.
 
@@ -209,18 +228,9 @@ def read_scene(image: np.ndarray, threshold: float = 50.0, min_area: int = 12) -
     the palette color nearest their median, its kind comes from the largest blob's fill ratio of its
     smallest enclosing rectangle (`rectangle_fill`), so a rotated square still reads as a square.
     """
-    img = np.asarray(image, dtype=np.float64)[..., :3]
-    border = np.concatenate([img[0], img[-1], img[1:-1, 0], img[1:-1, -1]])
-    bg_rgb = np.median(border, axis=0)
+    img, bg_rgb, blob = _blob(image, threshold, min_area)
     background = nearest_color(bg_rgb)
-    far = np.sqrt(((img - bg_rgb) ** 2).sum(axis=-1)) > threshold
-    labels = label(far, connectivity=1)
-    if labels.max() == 0:
+    if blob is None:
         return Reading(None, None, background, 0.0)
-    blob = max(regionprops(labels), key=lambda p: p.area)
-    if blob.area < min_area:
-        return Reading(None, None, background, 0.0)
-    pixels = img[labels == blob.label]
-    color = nearest_color(np.median(pixels, axis=0))
-    fill = rectangle_fill(labels == blob.label)
-    return Reading(color, classify_fill(fill), background, fill)
+    fill = rectangle_fill(blob)
+    return Reading(nearest_color(np.median(img[blob], axis=0)), classify_fill(fill), background, fill)

@@ -36,6 +36,39 @@ def tensor_to_pil(image: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in array]
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """A fully read PIL image, or an `ImageError` that names the file and says what is wrong."""
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return opened.copy()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ImageError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+
+
+def load_mask(path: str | Path) -> torch.Tensor:
+    """A mask image (any size; white = the region to edit) as float32 [1, 1, H, W] in [0, 1].
+
+    Colour images are read as their luminance; a mask with no pixel at or above half intensity is
+    refused, since it would select nothing.
+    """
+    image = open_image(path)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32)
+        if alpha.min() < 255:  # a transparent mask marks its region with opacity
+            return torch.from_numpy(alpha / 255.0)[None, None]
+    mask = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)[None, None]
+    if not (mask >= 0.5).any():
+        raise ImageError(f"{path}: the mask is empty (no pixel at or above half intensity); white marks the region to edit")
+    return mask
+
+
 def load_images(
     paths: list[str | Path],
     factor: int,
@@ -53,14 +86,7 @@ def load_images(
     tensors, notes = [], []
     for path in paths:
         path = Path(path)
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
-        except (UnidentifiedImageError, OSError) as error:
-            raise ImageError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+        image = open_image(path)
         if image.mode != "RGB":
             notes.append(f"{path.name}: converted from {image.mode} to RGB")
             image = image.convert("RGB")

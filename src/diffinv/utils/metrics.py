@@ -33,19 +33,38 @@ def _unit_images(image: torch.Tensor) -> np.ndarray:
     return array
 
 
-def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean PSNR (dB) over the batch of images in [-1, 1]."""
-    values = [
-        peak_signal_noise_ratio(ref, img, data_range=1.0) for img, ref in zip(_unit_images(image), _unit_images(reference))
-    ]
+def _regions(where: torch.Tensor | None, count: int) -> list[np.ndarray | None]:
+    """Per-image boolean pixel masks [H, W] from `where` ([B or 1, 1, H, W] or [H, W], nonzero = counted)."""
+    if where is None:
+        return [None] * count
+    where = where.detach().cpu().bool()
+    where = where.reshape(-1, *where.shape[-2:])
+    if where.shape[0] == 1:
+        where = where.expand(count, -1, -1)
+    if not where.flatten(1).any(1).all():
+        raise ValueError("the region to score is empty in at least one image")
+    return list(where.numpy())
+
+
+def psnr(image: torch.Tensor, reference: torch.Tensor, where: torch.Tensor | None = None) -> float:
+    """Mean PSNR (dB) over the batch of images in [-1, 1]; with `where`, only over those pixels."""
+    values = []
+    for img, ref, region in zip(_unit_images(image), _unit_images(reference), _regions(where, len(image))):
+        if region is None:
+            values.append(peak_signal_noise_ratio(ref, img, data_range=1.0))
+        else:
+            mse = float(((img - ref)[region] ** 2).mean())
+            values.append(10 * math.log10(1.0 / mse) if mse > 0 else float("inf"))
     return float(np.mean(values))
 
 
-def ssim(image: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean SSIM over the batch of images in [-1, 1] (colour, Gaussian-free 7x7 windows)."""
+def ssim(image: torch.Tensor, reference: torch.Tensor, where: torch.Tensor | None = None) -> float:
+    """Mean SSIM over the batch of images in [-1, 1] (colour, Gaussian-free 7x7 windows); with `where`,
+    the SSIM map averaged over those pixels only."""
     values = []
-    for img, ref in zip(_unit_images(image), _unit_images(reference)):
+    for img, ref, region in zip(_unit_images(image), _unit_images(reference), _regions(where, len(image))):
         window = min(7, img.shape[0], img.shape[1])
         window -= 1 - window % 2
-        values.append(structural_similarity(ref, img, data_range=1.0, channel_axis=-1, win_size=window))
+        score, full = structural_similarity(ref, img, data_range=1.0, channel_axis=-1, win_size=window, full=True)
+        values.append(score if region is None else float(full.mean(axis=-1)[region].mean()))
     return float(np.mean(values))

@@ -16,17 +16,39 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
+class OutputError(ValueError):
+    """An output folder that cannot be written; the message names the folder the user gave."""
+
+
+def _scratch_beside(target: Path) -> Path:
+    try:
+        if target.exists() and not target.is_dir():
+            raise OutputError(f"cannot write to {target}: it exists and is not a folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as error:
+        raise OutputError(f"cannot write to {target}: {error.strerror or error}") from None
+
+
+def check_writable(target: str | Path) -> None:
+    """Refuse, before any work, an output folder that could not be written (read-only place, a file)."""
+    scratch = _scratch_beside(Path(target))
+    scratch.rmdir()
+
+
 @contextmanager
 def staged_folder(target: str | Path) -> Iterator[Path]:
     """Yield a scratch folder beside `target`; on success its files move into `target`, on error it vanishes."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    scratch = _scratch_beside(target)
     try:
         yield scratch
-        target.mkdir(exist_ok=True)
-        for item in scratch.iterdir():
-            os.replace(item, target / item.name)
+        try:
+            target.mkdir(exist_ok=True)
+            for item in scratch.iterdir():
+                os.replace(item, target / item.name)
+        except OSError as error:
+            raise OutputError(f"cannot write to {target}: {error.strerror or error}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

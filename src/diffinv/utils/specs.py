@@ -8,8 +8,9 @@ Values read as JSON when they parse (numbers, true/false, null, [lists]), else a
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 #: A comma that is not inside [...] (so list values keep their commas).
@@ -61,3 +62,24 @@ def split_specs(text: str) -> list[str]:
         else:
             specs.append(piece)
     return specs
+
+
+def _kind(default: Any) -> tuple[str, Callable[[Any], bool]] | None:
+    """What an option whose default is `default` must be, and a test for it (None: anything goes)."""
+    if isinstance(default, bool):
+        return "true or false", lambda v: isinstance(v, bool)
+    if isinstance(default, int):
+        return "a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return "a finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(default, str):
+        return "a word", lambda v: isinstance(v, str)
+    return None
+
+
+def check_option_types(owner: str, defaults: dict[str, Any], options: dict[str, Any]) -> None:
+    """Refuse an option whose value is not of its default's kind, naming the option (``max_iter=abc``)."""
+    for name, value in options.items():
+        kind = _kind(defaults.get(name))
+        if kind is not None and value is not None and not kind[1](value):
+            raise ValueError(f"option {name} of {owner} must be {kind[0]}, got {value!r}")

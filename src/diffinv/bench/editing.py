@@ -1,0 +1,171 @@
+"""Benchmark of editing by inversion: how much of the background each inversion method keeps, and whether
+the edit happened, for prompt-to-prompt and DiffEdit.
+
+Generated scenes: for each sampler and guidance, `n` images of "a {color} {shape} on a {background}
+background" are sampled from seeded noise with that sampler and guidance, then edited with the same
+settings, once per (inversion method, mode): a colour edit (the shape's colour changes) and a shape
+edit (the shape's kind changes). The edit region is what the scene checker reads as the shape in the
+input or in the edited image, grown by `grow` pixels; the background is the rest, scored by PSNR and
+SSIM against the input. An edit succeeds when the checker reads the target colour (or shape) and the
+source background in the edited image. Photos: scikit-image's photos with a given mask (a centred
+disc), "a photo" -> "a photo with a red circle", background PSNR/SSIM outside the mask (the edit
+itself cannot be read there). Inversion runs once per (image batch, method) and serves both modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_dilation
+from tqdm.auto import tqdm
+
+from diffinv.applications.editing import MODES
+from diffinv.applications.editing import edit as run_edit
+from diffinv.applications.editing import edit_scores, resolve_mode_options
+from diffinv.bench.images import skimage_images
+from diffinv.bench.sampler import resolve_method
+from diffinv.bench.tables import Column, format_table
+from diffinv.pipeline import generate, seeded_noise
+from diffinv.train.scenes import COLORS, SHAPES, caption, read_scene, shape_region
+from diffinv.utils.images import tensor_to_pil
+
+DEFAULT_METHODS = ("naive", "exact-aa", "easyinv", "renoise", "fixed-point")
+DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))
+DEFAULT_GUIDANCES = (3.0, 7.5)
+EDITS = ("colour", "shape")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+PHOTO_PROMPTS = ("a photo", "a photo with a red circle")
+
+COLUMNS: list[Column] = [
+    ("images", "images", ""),
+    ("edit", "edit", ""),
+    ("scheduler", "sampler", ""),
+    ("steps", "steps", ""),
+    ("guidance", "w", "g"),
+    ("method", "method", ""),
+    ("mode", "mode", ""),
+    ("background_psnr", "bg PSNR", ".2f"),
+    ("background_ssim", "bg SSIM", ".3f"),
+    ("success", "edit ok", ".2f"),
+    ("reconstruction_psnr", "rec PSNR", ".2f"),
+    ("nfe", "NFE", ".0f"),
+    ("seconds", "seconds", ".2f"),
+]
+
+
+def scene_edits(n: int, kind: str, seed: int = 0) -> list[tuple[str, str, tuple[str, str, str]]]:
+    """`n` (source prompt, target prompt, target combo) pairs of a colour or shape edit, cycling through
+    colours and shapes deterministically."""
+    rng = np.random.default_rng([seed, EDITS.index(kind)])
+    pairs = []
+    for _ in range(n):
+        colour, background = rng.choice([c for c in COLORS], 2, replace=False)
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        if kind == "colour":
+            target = (str(rng.choice([c for c in COLORS if c not in (colour, background)])), shape, str(background))
+        else:
+            target = (str(colour), str(rng.choice([s for s in SHAPES if s != shape])), str(background))
+        pairs.append((caption(str(colour), shape, str(background)), caption(*target), target))
+    return pairs
+
+
+def background_of(inputs: torch.Tensor, edited: torch.Tensor, grow: int) -> torch.Tensor:
+    """1 outside the edit region: the checker's shape in the input or the edited image, grown by `grow` px."""
+    keep = []
+    for before, after in zip(tensor_to_pil(inputs), tensor_to_pil(edited)):
+        region = shape_region(np.asarray(before)) | shape_region(np.asarray(after))
+        if grow:
+            region = binary_dilation(region, iterations=grow)
+        keep.append(torch.from_numpy(~region))
+    return torch.stack(keep)[:, None].float()
+
+
+def _row(result, inputs: torch.Tensor, background: torch.Tensor, success: float | None, **settings: Any) -> dict[str, Any]:
+    scores = edit_scores(result, inputs, background=background)
+    return {**settings, "mode": result.mode, "method": result.inversion.method, "decoder": result.inversion.decoder,
+            "background_psnr": scores.get("background_psnr"), "background_ssim": scores.get("background_ssim"),
+            "reconstruction_psnr": scores["reconstruction_psnr"], "success": success, "nfe": result.nfe,
+            "seconds": result.seconds / len(inputs), "peak_memory_bytes": result.peak_memory_bytes,
+            "converged": result.inversion.converged}
+
+
+def _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, mode_options, mask, **settings):
+    """Every mode for one method from one inversion (each result's NFE and seconds include it)."""
+    method, options = resolve_method(label, tol)
+    inversion = None
+    for mode in modes:
+        result = run_edit(pipe, inputs, sources, targets, method=method, decoder=decoder, mode=mode, mask=mask,
+                          method_options=options, mode_options=mode_options.get(mode), inversion=inversion, **settings)
+        inversion = result.inversion
+        yield result
+
+
+def run_editing_benchmark(
+    pipe,
+    n: int = 8,
+    schedulers: Sequence[tuple[str, int]] = DEFAULT_SCHEDULERS,
+    guidances: Sequence[float] = DEFAULT_GUIDANCES,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    modes: Sequence[str] = MODES,
+    edits: Sequence[str] = EDITS,
+    photos: Sequence[str] = PHOTOS,
+    decoder: str = "encoder",
+    tol: float = 1e-4,
+    grow: int = 2,
+    seed: int = 0,
+    mode_options: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per (images, edit, sampler, guidance, method, mode), averaged over the images."""
+    mode_options = mode_options or {}
+    for mode in modes:
+        resolve_mode_options(mode, mode_options.get(mode))
+    for label in methods:
+        resolve_method(label, tol)
+    for kind in edits:
+        if kind not in EDITS:
+            raise ValueError(f"unknown edit {kind!r}; choose from {', '.join(EDITS)}")
+    rows: list[dict[str, Any]] = []
+    cells = len(schedulers) * len(guidances) * (len(edits) + (1 if photos else 0)) * len(methods)
+    bar = tqdm(total=cells, desc="editing benchmark", disable=not progress)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    photo_batch = torch.stack([item.image for item in skimage_images(size, photos)]) if photos else None
+    if photos:
+        yy, xx = np.mgrid[:size, :size] + 0.5
+        disc = torch.from_numpy((xx - size / 2) ** 2 + (yy - size / 2) ** 2 <= (size * 0.25) ** 2).float()[None, None]
+    for scheduler, steps in schedulers:
+        for guidance in guidances:
+            settings = dict(scheduler=scheduler, steps=steps, guidance=float(guidance))
+            for kind in edits:
+                pairs = scene_edits(n, kind, seed)
+                sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+                made = generate(pipe, sources, noise=torch.cat([seeded_noise(pipe, seed + i) for i in range(n)]), **settings)
+                inputs = made.image.cpu()
+                for label in methods:
+                    for result in _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, mode_options,
+                                            None, **settings):
+                        readings = [read_scene(np.asarray(im)) for im in result.edited_images]
+                        hits = [(r.color, r.background) == (t[0], t[2]) if kind == "colour" else
+                                (r.shape, r.color, r.background) == (t[1], t[0], t[2]) for r, (_, _, t) in zip(readings, pairs)]
+                        rows.append(_row(result, inputs, background_of(inputs, result.edited, grow), float(np.mean(hits)),
+                                         images="scenes", edit=kind, label=label, **settings))
+                    bar.update(1)
+            if photos:
+                count = len(photo_batch)
+                for label in methods:
+                    for result in _edit_all(pipe, photo_batch, [PHOTO_PROMPTS[0]] * count, [PHOTO_PROMPTS[1]] * count,
+                                            label, tol, decoder, modes, mode_options, disc, **settings):
+                        rows.append(_row(result, photo_batch, 1 - disc.expand(count, -1, -1, -1), None,
+                                         images="photos", edit="mask", label=label, **settings))
+                    bar.update(1)
+    bar.close()
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The benchmark as one text table."""
+    return format_table([{**row, "method": row.get("label", row["method"])} for row in rows], COLUMNS,
+                        title="Editing by inversion: background kept outside the edit region, edit success")

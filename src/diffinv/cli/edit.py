@@ -1,0 +1,85 @@
+"""`diffinv edit`: invert an image with one prompt, regenerate it with another, keep the background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from diffinv.cli.common import DTYPE_HELP, MODEL_HELP, app, check_names, echo_report, read_images, user_errors
+from diffinv.utils.specs import parse_options
+
+
+def save_comparison(path: Path, panels: list[tuple[str, object]]) -> None:
+    """One row of labelled images (PIL images or [H, W] arrays shown in gray) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.5))
+    for ax, (title, picture) in zip(axes, panels):
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@app.command()
+def edit(
+    image: Path = typer.Argument(..., help="the image to edit"),
+    source_prompt: str = typer.Option(..., "--source-prompt", help="what the image shows (used to invert it)"),
+    target_prompt: str = typer.Option(..., "--target-prompt", help="what the edited image should show"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    mode: str = typer.Option("prompt-to-prompt", help="prompt-to-prompt or diffedit"),
+    mask: Optional[Path] = typer.Option(None, help="mask image, any size (white = region to edit); default: DiffEdit's estimate"),
+    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    steps: int = typer.Option(50, help="number of sampler steps"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
+    method: str = typer.Option("exact", help="sampler inversion method"),
+    decoder: str = typer.Option("encoder", help="decoder inversion method"),
+    method_option: Optional[list[str]] = typer.Option(None, "--method-option", help="KEY=VALUE for the method, repeatable"),
+    decoder_option: Optional[list[str]] = typer.Option(None, "--decoder-option", help="KEY=VALUE for the decoder, repeatable"),
+    mode_option: Optional[list[str]] = typer.Option(None, "--mode-option",
+                                                    help="KEY=VALUE for the mode (cross_fraction, self_fraction; strength, draws, threshold, ...)"),
+    resize: bool = typer.Option(False, help="resize the image to the model's size instead of refusing other sizes"),
+    dtype: str = typer.Option("float32", help=DTYPE_HELP),
+) -> None:
+    """Edit an image: write edited.png, reconstruction.png, mask.png, comparison.png and report.json."""
+    with user_errors():
+        from diffinv.applications.editing import edit as run_edit
+        from diffinv.applications.editing import resolve_mode_options
+        from diffinv.models.loading import load
+        from diffinv.utils.images import load_mask, tensor_to_pil
+        from diffinv.utils.outputs import check_writable, staged_folder, write_json
+
+        check_writable(out)
+        check_names(scheduler, method, decoder, guidance)
+        if not target_prompt.strip():
+            raise ValueError("the target prompt is empty: say what the edited image should show")
+        options = {name: parse_options(items, f" of --{name.replace('_', '-')}") for name, items in
+                   (("method_option", method_option), ("decoder_option", decoder_option), ("mode_option", mode_option))}
+        resolve_mode_options(mode, options["mode_option"])  # refuse bad modes and options before loading
+        user_mask = load_mask(mask) if mask is not None else None
+        pipe = load(model, dtype=dtype)
+        images = read_images(pipe, [image], resize)
+        result = run_edit(pipe, images, source_prompt, target_prompt, method=method, decoder=decoder, mode=mode,
+                          mask=user_mask, scheduler=scheduler, steps=steps, guidance=guidance,
+                          method_options=options["method_option"], decoder_options=options["decoder_option"],
+                          mode_options=options["mode_option"], progress=True)
+        report = {"model": model, "dtype": dtype, "image": str(image), "source_prompt": source_prompt,
+                  "target_prompt": target_prompt, **result.report}
+        mask_image = result.image_mask[0, 0].numpy()
+        with staged_folder(out) as folder:
+            result.edited_images[0].save(folder / "edited.png")
+            result.reconstruction_images[0].save(folder / "reconstruction.png")
+            tensor_to_pil(result.image_mask[:1].expand(-1, 3, -1, -1) * 2 - 1)[0].save(folder / "mask.png")
+            save_comparison(folder / "comparison.png", [
+                ("input", tensor_to_pil(images)[0]), ("reconstruction", result.reconstruction_images[0]),
+                ("edited", result.edited_images[0]), (f"mask ({result.mask_source})", mask_image)])
+            write_json(folder / "report.json", report)
+        echo_report(report)

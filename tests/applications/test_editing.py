@@ -1,0 +1,138 @@
+"""Editing by inversion: prompt-to-prompt injection and DiffEdit blending on the shared sampler, masks, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import diffinv
+from diffinv.applications.attention import token_alignment
+from diffinv.applications.editing import edit, prepare_mask
+from diffinv.utils.images import ImageError, load_mask
+
+SOURCE, TARGET = "a red circle on a blue background", "a green circle on a blue background"
+
+
+@pytest.fixture(scope="module")
+def image(pipe):
+    return diffinv.generate(pipe, SOURCE, seed=2, steps=6, guidance=3.0).image
+
+
+@pytest.mark.parametrize("mode", ["prompt-to-prompt", "diffedit"])
+def test_same_prompt_reproduces_the_reconstruction_exactly(pipe, image, mode):
+    """Exactly up to float32 rounding: the branches are rows of one batch, whose kernels may round apart."""
+    result = edit(pipe, image, SOURCE, SOURCE, method="exact", mode=mode, steps=6, guidance=3.0)
+    assert torch.allclose(result.edited_latent, result.reconstruction_latent, atol=1e-4, rtol=0)
+    assert torch.allclose(result.edited, result.reconstruction, atol=1e-3, rtol=0)
+    plain = diffinv.reconstruct(pipe, result.inversion, SOURCE)  # the source branch is the reconstruction
+    assert torch.allclose(result.reconstruction_latent, plain.latent.cpu(), atol=1e-4, rtol=0)
+
+
+def test_attention_maps_are_really_injected(pipe, image):
+    result = edit(pipe, image, SOURCE, TARGET, method="naive", steps=6, guidance=3.0)
+    plain = diffinv.generate(pipe, TARGET, noise=result.inversion.noise, steps=6, guidance=3.0)
+    assert result.injected_maps > 0
+    assert (result.edited_latent - plain.latent.cpu()).abs().max() > 1e-3  # injection changed the edited branch
+    off = edit(pipe, image, SOURCE, TARGET, method="naive", steps=6, guidance=3.0,
+               mode_options={"cross_fraction": 0.0, "self_fraction": 0.0})
+    assert off.injected_maps == 0
+    assert torch.allclose(off.edited_latent, plain.latent.cpu(), atol=1e-4, rtol=0)  # no injection: plain regeneration
+
+
+def test_diffedit_keeps_the_source_branch_outside_a_user_mask_of_another_size(pipe, image):
+    mask = torch.zeros(1, 1, 23, 37)
+    mask[..., 5:18, 10:30] = 1.0
+    result = edit(pipe, image, SOURCE, TARGET, method="naive", mode="diffedit", mask=mask, steps=6, guidance=3.0)
+    assert result.mask.shape == (1, 1, 8, 8) and result.mask_source == "given"
+    assert result.image_mask.shape == (1, 1, 16, 16)
+    outside = (1 - result.mask).bool().expand_as(result.edited_latent)
+    assert torch.equal(result.edited_latent[outside], result.reconstruction_latent[outside])
+    inside = result.mask.bool().expand_as(result.edited_latent)
+    assert (result.edited_latent[inside] - result.reconstruction_latent[inside]).abs().max() > 1e-3
+    assert {"background_psnr", "background_ssim", "reconstruction_psnr"} <= set(result.report)
+
+
+def test_estimated_mask_marks_where_the_prompts_disagree(pipe, image):
+    result = edit(pipe, image, SOURCE, TARGET, method="naive", mode="diffedit", steps=6, guidance=3.0)
+    assert result.mask_source == "estimated"
+    assert set(result.mask.unique().tolist()) <= {0.0, 1.0} and 0 < result.mask.mean() < 1
+
+
+def test_token_alignment():
+    swap = token_alignment([0, 5, 6, 7, 1], [0, 5, 9, 7, 1], 8)
+    assert swap.tolist() == list(range(8))  # a word swap maps every position to itself
+    inserted = token_alignment([0, 5, 7, 1], [0, 5, 9, 7, 1], 8)
+    assert inserted.tolist() == [0, 1, -1, 2, 3, 4, 5, 6]  # the new word keeps its own attention
+
+
+def test_bad_inputs_are_refused(pipe, image, tmp_path):
+    with pytest.raises(ValueError, match="target prompt is empty"):
+        edit(pipe, image, SOURCE, "  ", steps=4)
+    with pytest.raises(ValueError, match="unknown editing mode"):
+        edit(pipe, image, SOURCE, TARGET, mode="paint", steps=4)
+    with pytest.raises(ValueError, match="unknown option"):
+        edit(pipe, image, SOURCE, TARGET, mode_options={"cross": 0.5}, steps=4)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        edit(pipe, image, SOURCE, TARGET, mode_options={"cross_fraction": 1.5}, steps=4)
+    with pytest.raises(ValueError, match="finite values in \\[0, 1\\]"):
+        prepare_mask(torch.full((8, 8), 255.0), 1, (8, 8))
+    with pytest.raises(ValueError, match="selects nothing"):
+        prepare_mask(torch.eye(64)[None, None] * 1.0, 1, (8, 8))
+    with pytest.raises(ValueError, match="must be"):
+        prepare_mask(torch.ones(2, 2, 1, 8, 8), 1, (8, 8))
+    (tmp_path / "mask.txt").write_text("not an image")
+    with pytest.raises(ImageError, match="not a readable image"):
+        load_mask(tmp_path / "mask.txt")
+    Image.new("L", (9, 9), 0).save(tmp_path / "black.png")
+    with pytest.raises(ImageError, match="empty"):
+        load_mask(tmp_path / "black.png")
+
+
+def test_cli_edit_writes_every_output_and_refuses_bad_input(model_dir, image, tmp_path):
+    from diffinv.cli import app, quiet_libraries
+
+    quiet_libraries()
+    diffinv.utils.images.tensor_to_pil(image)[0].save(tmp_path / "image.png")
+    Image.fromarray(np.pad(np.full((20, 20), 255, np.uint8), 10)).save(tmp_path / "mask.png")  # 40x40, any size
+    runner = CliRunner()
+    base = ["edit", str(tmp_path / "image.png"), "--model", str(model_dir), "--source-prompt", SOURCE, "--steps", "4",
+            "--guidance", "3"]
+    out = tmp_path / "out"
+    result = runner.invoke(app, base + ["--target-prompt", TARGET, "--mode", "diffedit", "--mask", str(tmp_path / "mask.png"),
+                                        "--method", "naive", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"edited.png", "reconstruction.png", "mask.png", "comparison.png", "report.json"}
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "diffedit" and report["mask_source"] == "given" and report["nfe"] > 0
+    assert "background_psnr" in report
+    for bad, message in [(["--target-prompt", ""], "target prompt is empty"),
+                         (["--target-prompt", TARGET, "--mode", "paint"], "unknown editing mode"),
+                         (["--target-prompt", TARGET, "--mask", str(tmp_path / "nope.png")], "no such file"),
+                         (["--target-prompt", TARGET, "--mode-option", "cross_fraction=2"], "in [0, 1]")]:
+        failed_out = tmp_path / "failed"
+        result = runner.invoke(app, base + bad + ["--out", str(failed_out)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not failed_out.exists()  # nothing half-written
+
+
+def test_editing_benchmark_rows(pipe):
+    from diffinv.bench.editing import format_rows, run_editing_benchmark
+
+    rows = run_editing_benchmark(pipe, n=2, schedulers=[("ddim", 4)], guidances=[3.0], methods=["naive", "exact-aa"],
+                                 photos=["coffee"], progress=False)
+    assert len(rows) == 2 * 2 * 3  # methods x modes x (colour, shape, photos)
+    scenes = [r for r in rows if r["images"] == "scenes"]
+    assert all(0 <= r["success"] <= 1 and r["background_psnr"] > 0 and r["nfe"] > 0 for r in scenes)
+    exact = [r for r in rows if r["label"] == "exact-aa"]
+    naive = [r for r in rows if r["label"] == "naive"]
+    assert min(r["nfe"] for r in exact) > max(r["nfe"] for r in naive)
+    photo = [r for r in rows if r["images"] == "photos"]
+    assert all(r["success"] is None and r["background_psnr"] is not None for r in photo)
+    table = format_rows(rows)
+    assert "bg PSNR" in table and "exact-aa" in table
