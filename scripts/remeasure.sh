@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Re-run every measurement the README and docs/ quote for the bundled model, in two lanes of one torch
-# thread each (about 50 minutes on a 2-core CPU). Tables and JSON go to ${OUT:-runs/remeasure}/; the
+# thread each (about 100 minutes on a 2-core CPU). Tables and JSON go to ${OUT:-runs/remeasure}/; the
 # decoder Pareto plot to docs/decoder_pareto.png. Use it after changing the bundled weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_NUM_THREADS=1
 D="${DIFFINV_VENV:-.venv}/bin/diffinv"
+P="${DIFFINV_VENV:-.venv}/bin/python"
 B="${OUT:-runs/remeasure}"
 mkdir -p "$B"
 lane1() {
@@ -18,6 +19,8 @@ lane1() {
   "$D" bench sampler-inversion --model tiny --n 1 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 \
     --methods naive,fixed-point,exact,exact-aa,exact-lm --json "$B/sampler.json" > "$B/sampler.txt"
   "$D" bench watermark --model tiny --n 6 --attacks rotation,crop,brightness --json "$B/watermark_geo.json" > "$B/watermark_geo.txt"
+  "$P" -m diffinv.train probe --model src/diffinv/weights/tiny --trajectories 4 --last 5 --json "$B/probe.json" > "$B/probe.txt"
+  "$P" -m diffinv.train evaluate --model src/diffinv/weights/tiny --json "$B/eval.json" > "$B/eval.txt"
 }
 lane2() {
   "$D" bench reconstruction --model tiny --images skimage,white --generated 4 --steps 50 --guidance 1 \
@@ -34,6 +37,7 @@ lane2() {
   "$D" bench decoder-inversion --model tiny --frames 16 --iterations 20,50 --dtype float32 --video-size 64 --chunk-size 4 \
     --methods gradient-free,gradient,forward-step --json "$B/decoder_chunk4.json" > "$B/decoder_chunk4.txt"
   "$D" bench watermark --model tiny --n 6 --attacks clean,jpeg,blur,noise --json "$B/watermark.json" > "$B/watermark.txt"
+  "$D" bench editing --model tiny --n 8 --json "$B/editing.json" > "$B/editing.txt"
 }
 lane1 2> "$B/lane1.err" &
 first=$!

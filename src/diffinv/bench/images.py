@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffinv.utils.images import ImageError, load_images, pil_to_tensor, tensor_to_pil
+from diffinv.utils.images import IMAGE_SUFFIXES, ImageError, load_images, pil_to_tensor, tensor_to_pil
 
 #: The scikit-image photos `--images skimage` uses (all ship inside the package; grayscale ones become RGB).
 SKIMAGE_PHOTOS: tuple[str, ...] = (
@@ -30,7 +30,6 @@ GENERATION_PROMPTS: tuple[str, ...] = (
     "a red circle on a white background", "a blue square on a yellow background",
     "a green triangle on a black background", "a white circle on a purple background",
 )
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from diffinv.applications.dataset import is_dataset
 from diffinv.cli.common import (
     DTYPE_HELP,
     MODEL_HELP,
@@ -62,7 +63,8 @@ def generate(
 
 @app.command()
 def invert(
-    images: Optional[list[Path]] = typer.Argument(None, help="image files (several invert as one batch)"),
+    images: Optional[list[Path]] = typer.Argument(
+        None, help="image files (several invert as one batch), or a dataset: a folder, a glob, or a .txt/.jsonl manifest"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     latent: Optional[Path] = typer.Option(None, help="invert this z_0 (safetensors, key 'latent') instead of images"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
@@ -78,8 +80,13 @@ def invert(
     reference: Optional[Path] = typer.Option(None, help="a `diffinv generate` folder: report noise/latent NMSE against it"),
     resize: bool = typer.Option(False, help="resize images to the model's size instead of refusing other sizes"),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
+    batch_size: int = typer.Option(8, help="dataset runs: images per batch (memory is bounded by the batch)"),
+    overwrite: bool = typer.Option(False, help="dataset runs: redo images already done with these settings"),
 ) -> None:
-    """Recover z_0 and z_T; write noise/latent .safetensors, reconstruction.png and report.json."""
+    """Recover z_0 and z_T; write noise/latent .safetensors, reconstruction.png and report.json.
+
+    Given a folder, a glob or a manifest, stream it in batches into OUT/results.jsonl (resumable; under
+    accelerate launch or torchrun each process takes its share)."""
     with user_errors():
         from diffinv.models.loading import load
         from diffinv.pipeline import invert as run_invert
@@ -91,6 +98,14 @@ def invert(
         if bool(images) == (latent is not None):
             raise ValueError("give image files or --latent, not both and not neither")
         method_options, decoder_options = parse_options(method_option), parse_options(decoder_option)
+        if images and is_dataset(images):
+            if reference is not None:
+                raise ValueError("--reference compares one generated image; it does not apply to a dataset")
+            settings = dict(model=model, dtype=dtype, prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler,
+                            steps=steps, guidance=guidance, method=method, decoder=decoder,
+                            method_options=method_options, decoder_options=decoder_options)
+            invert_folder(images, out, settings, batch_size, resize, overwrite)
+            return
         true_noise = true_latent = reference_image = None
         if reference is not None:
             true_noise = load_tensor(reference / "noise.safetensors", "noise")
@@ -116,6 +131,29 @@ def invert(
             save_images(folder, reconstruction.images, "reconstruction")
             write_json(folder / "report.json", report)
         echo_report(report)
+
+
+def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batch_size: int, resize: bool,
+                  overwrite: bool) -> None:
+    """The dataset form of `invert`: stream, resume, shard; a summary line; exit 1 if any image failed."""
+    from diffinv.applications.dataset import Distribution, collect, invert_dataset
+    from diffinv.models.loading import load
+
+    items = collect(sources)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    distribution = Distribution.detect()
+    pipe = load(settings["model"], dtype=settings["dtype"])
+    if distribution.device.startswith("cuda"):
+        pipe.to(distribution.device)  # each process on its own GPU
+    summary = invert_dataset(pipe, items, out, settings, batch_size=batch_size, resize=resize, overwrite=overwrite,
+                             distribution=distribution)
+    if distribution.main:
+        failed = sum(1 for r in summary.records if r.get("status") != "ok")
+        typer.echo(f"{len(summary.records) - failed} of {len(items)} images done, {failed} failed; "
+                   f"this run: {summary.line()}; results in {summary.results}")
+        if failed:
+            raise typer.Exit(1)
 
 
 @app.command("check-cocoercivity")

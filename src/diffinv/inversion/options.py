@@ -8,7 +8,6 @@ from typing import Any
 
 from diffinv.utils.specs import check_option_types
 
-
 #: A value of each plain annotation, so an option with no default still has a kind to check against.
 _EXAMPLES = {"float": 0.0, "int": 0, "bool": False, "str": ""}
 

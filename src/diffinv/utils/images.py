@@ -9,6 +9,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+#: File suffixes read as images when a folder or glob names a dataset.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
 
 class ImageError(ValueError):
     """An image that cannot be used as given; the message says why and what to do."""
