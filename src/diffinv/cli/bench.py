@@ -11,6 +11,15 @@ from diffinv.cli.common import MODEL_HELP, bench_app, emit_rows, finite_numbers,
 from diffinv.utils.specs import split_specs
 
 
+def sampler_grid(schedulers: str, guidances: str, n: int) -> tuple[list[tuple[str, int]], list[float]]:
+    """--schedulers NAME:STEPS,... and --guidances W,... parsed and checked, with --n at least 1."""
+    from diffinv.bench.sampler import parse_schedulers
+
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    return parse_schedulers(schedulers), finite_numbers(guidances)
+
+
 @bench_app.command("watermark")
 def bench_watermark(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
@@ -123,19 +132,16 @@ def bench_sampler_inversion(
 ) -> None:
     """Invert samples of known noise with every method: noise/latent NMSE, NFE, seconds, peak memory."""
     with user_errors():
-        from diffinv.bench.sampler import format_rows, parse_schedulers, resolve_method, run_sampler_benchmark
+        from diffinv.bench.sampler import format_rows, resolve_method, run_sampler_benchmark
         from diffinv.decoder import check_decoder_name
         from diffinv.models.loading import load
 
-        scheduler_list = parse_schedulers(schedulers)
-        guidance_list = finite_numbers(guidances)
+        scheduler_list, guidance_list = sampler_grid(schedulers, guidances, n)
         method_list = split_specs(methods)
         for label in method_list:
             resolve_method(label, tol)
         if image:
             check_decoder_name(decoder)
-        if n < 1:
-            raise ValueError(f"--n must be at least 1, got {n}")
         pipe = load(model, dtype=dtype)
         rows = run_sampler_benchmark(
             pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list, prompt=prompt,
@@ -193,18 +199,14 @@ def bench_editing(
     with user_errors():
         from diffinv.applications.editing import resolve_mode_options
         from diffinv.bench.editing import format_rows, run_editing_benchmark
-        from diffinv.bench.sampler import parse_schedulers
         from diffinv.decoder import check_decoder_name
         from diffinv.models.loading import load
 
-        scheduler_list = parse_schedulers(schedulers)
-        guidance_list = finite_numbers(guidances)
+        scheduler_list, guidance_list = sampler_grid(schedulers, guidances, n)
         mode_list = split_list(modes)
         for mode in mode_list:
             resolve_mode_options(mode, None)
         check_decoder_name(decoder)
-        if n < 1:
-            raise ValueError(f"--n must be at least 1, got {n}")
         pipe = load(model)
         rows = run_editing_benchmark(pipe, n=n, schedulers=scheduler_list, guidances=guidance_list,
                                      methods=split_specs(methods), modes=mode_list, edits=split_list(edits),
