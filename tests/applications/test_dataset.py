@@ -137,3 +137,49 @@ def test_lines_are_whole(tmp_path):
     with open(path, "a") as handle:
         handle.write('{"torn": ')  # a writer killed mid-line by something else
     assert read_lines(path) == [{"a": 1}]
+
+
+def test_watermark_scores_of_a_labelled_dataset(tmp_path):
+    from diffinv.applications.watermark import embed, make_key, score_dataset
+    from diffinv.utils.outputs import save_tensor
+
+    keys = [make_key((4, 8, 8), radius=3, seed=s) for s in (0, 1)]
+    generator = torch.Generator().manual_seed(0)
+    records = []
+    for i, label in enumerate(["clean"] * 6 + [0] * 6 + ["key1"] * 6):
+        noise = torch.randn(1, 4, 8, 8, generator=generator)
+        if label != "clean":
+            noise = embed(noise, keys[0 if label == 0 else 1])
+        folder = tmp_path / f"n{i}"
+        folder.mkdir()
+        save_tensor(folder / "noise.safetensors", "noise", noise)
+        records.append({"status": "ok", "path": f"img{i}.png", "label": label, "outputs": f"n{i}"})
+    records.append({"status": "error", "path": "bad.png", "label": 0})
+    rows, metrics = score_dataset(records, tmp_path, keys)
+    assert len(rows) == 18 and metrics["clean"] == 6 and metrics["watermarked_images"] == 12
+    assert metrics["auc"] == 1.0 and metrics["tpr_at_1fpr"] == 1.0 and metrics["attribution_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="names no key"):
+        score_dataset([{**records[7], "label": "blue"}], tmp_path, keys)
+
+
+def test_cli_watermark_detect_over_a_manifest(model_dir, folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from diffinv.cli import app
+
+    runner = CliRunner()
+    keys = []
+    for seed in (0, 1):
+        result = runner.invoke(app, ["watermark", "embed", "--model", str(model_dir), "--prompt", "a red circle", "--seed",
+                                     str(seed), "--steps", "3", "--key-seed", str(seed), "--out", str(tmp_path / f"wm{seed}")])
+        assert result.exit_code == 0, result.output
+        keys += ["--key", str(tmp_path / f"wm{seed}" / "key.safetensors")]
+    lines = [{"path": str(tmp_path / "wm0" / "image.png"), "label": 0}, {"path": str(tmp_path / "wm1" / "image.png"), "label": 1},
+             {"path": str(folder / "img00.png"), "label": "clean"}, {"path": str(folder / "img01.png"), "label": "clean"}]
+    (tmp_path / "set.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["watermark", "detect", str(tmp_path / "set.jsonl"), *keys, "--model", str(model_dir),
+                                 "--steps", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    detection = json.loads((out / "detection.json").read_text())
+    assert {"auc", "tpr_at_1fpr", "attribution_accuracy"} <= set(detection["metrics"]) and len(detection["rows"]) == 4

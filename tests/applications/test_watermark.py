@@ -102,7 +102,7 @@ def test_cli_embed_and_detect(model_dir, tmp_path):
 
 
 def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
-    from diffinv.bench.watermark import auc, tpr_at_fpr
+    from diffinv.utils.metrics import auc, tpr_at_fpr
 
     assert auc([3, 4], [1, 2]) == 1.0 and auc([1, 2], [3, 4]) == 0.0
     assert tpr_at_fpr([0.1, 0.2, 5.0], [1.0, 2.0, 3.0]) == pytest.approx(2 / 3)

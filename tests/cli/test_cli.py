@@ -154,3 +154,12 @@ def test_decoder_benchmark_and_cocoercivity_commands(model_dir, tmp_path):
     result = run("check-cocoercivity", "--model", model_dir, "--n", 1, "--iterations", 2)
     assert result.exit_code == 0, result.output
     assert "beta_min=" in result.output and "condition" in result.output
+
+
+def test_overhead_benchmark_matches_diffusers_inversion(model_dir, tmp_path):
+    result = run("bench", "overhead", "--model", model_dir, "--steps", 4, "--guidances", "1,3", "--repeats", 1,
+                 "--json", tmp_path / "rows.json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert len(rows) == 2 and all(row["noise_nmse_between"] < 1e-10 for row in rows)  # the same inversion
+    assert all(row["diffinv_seconds"] > 0 and row["diffusers_seconds"] > 0 for row in rows)

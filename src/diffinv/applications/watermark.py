@@ -193,3 +193,54 @@ def detect(pipe, image, key: WatermarkKey, prompt="", scheduler: str = "ddim", s
     result = invert(pipe, image, prompt=prompt, scheduler=scheduler, steps=steps, guidance=guidance,
                     method=method, decoder=decoder, **invert_options)
     return Detection(distance=distance(result.noise.cpu(), key), p_value=p_value(result.noise.cpu(), key), inversion=result)
+
+
+def is_clean_label(label) -> bool:
+    """Manifest labels that mean "no watermark": none, "clean", -1, false."""
+    return label is None or label is False or str(label).strip().lower() in ("clean", "-1", "none", "")
+
+
+def key_label(label) -> int:
+    """The key index a watermarked image's label names: 0, 1, ... or "key0", "key1", ... (true means key 0)."""
+    if label is True:
+        return 0
+    text = str(label).strip().lower().removeprefix("key")
+    if not text.isdigit():
+        raise ValueError(f"label {label!r} names no key: use clean (or -1) for clean images and 0, 1, ... for keys")
+    return int(text)
+
+
+def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold: float = 0.01) -> tuple[list[dict], dict]:
+    """Tree-Ring scores of every inverted image of a dataset run (its saved noise), and, with labels, the
+    paper's numbers: AUC and TPR at 1% FPR of the first key's images against the clean ones (scored by
+    distance to the first key), and with several keys the attribution accuracy (nearest key = label)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from diffinv.utils.metrics import auc, tpr_at_fpr
+
+    rows = []
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        noise = load_file(str(Path(out) / record["outputs"] / "noise.safetensors"))["noise"]
+        distances = [float(distance(noise, key)[0]) for key in keys]
+        rows.append({"path": record["path"], "label": record.get("label"), "distance": distances[0],
+                     "p_value": float(p_value(noise, keys[0])[0]), "nearest_key": int(min(range(len(keys)), key=distances.__getitem__)),
+                     "distances": distances})
+    for row in rows:
+        row["watermarked"] = row["p_value"] < threshold
+    metrics: dict = {"images": len(rows), "flagged": sum(row["watermarked"] for row in rows)}
+    labelled = [row for row in rows if "label" in row and row["label"] is not None]
+    if labelled:
+        clean = [row["distance"] for row in rows if is_clean_label(row["label"])]
+        marked = [row for row in rows if not is_clean_label(row["label"])]
+        first = [row["distance"] for row in marked if key_label(row["label"]) == 0]
+        if clean and first:
+            metrics["auc"] = auc([-d for d in first], [-d for d in clean])
+            metrics["tpr_at_1fpr"] = tpr_at_fpr(first, clean, 0.01)
+        if len(keys) > 1 and marked:
+            metrics["attribution_accuracy"] = sum(row["nearest_key"] == key_label(row["label"]) for row in marked) / len(marked)
+        metrics["clean"], metrics["watermarked_images"] = len(clean), len(marked)
+    return rows, metrics

@@ -12,9 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from scipy.stats import mannwhitneyu
 from tqdm.auto import tqdm
 
 from diffinv.applications.attacks import apply_attack, check_attack
@@ -24,6 +22,7 @@ from diffinv.decoder import check_decoder_name
 from diffinv.inversion import check_method_name
 from diffinv.pipeline import generate, invert, latent_shape, seeded_noise
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
+from diffinv.utils.metrics import auc, tpr_at_fpr
 
 DEFAULT_PIPELINES = ("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")
 DEFAULT_ATTACKS = ("clean", "jpeg", "rotation", "crop", "blur", "noise", "brightness")
@@ -45,18 +44,6 @@ def parse_pipeline(spec: str) -> tuple[str, str]:
     if not plus:
         raise ValueError(f"inversion pipeline {spec!r} is not DECODER+METHOD (e.g. gradient-free+exact)")
     return check_decoder_name(decoder), check_method_name(method)
-
-
-def auc(positive: Sequence[float], negative: Sequence[float]) -> float:
-    """Area under the ROC curve for scores where higher means 'watermarked' (Mann-Whitney U / n1 n2)."""
-    return float(mannwhitneyu(positive, negative).statistic / (len(positive) * len(negative)))
-
-
-def tpr_at_fpr(positive_distance: Sequence[float], negative_distance: Sequence[float], fpr: float = 0.01) -> float:
-    """True-positive rate when the distance threshold lets at most `fpr` of the clean images through."""
-    negatives = np.sort(np.asarray(negative_distance))
-    threshold = negatives[int(np.floor(fpr * len(negatives)))]
-    return float(np.mean(np.asarray(positive_distance) < threshold))
 
 
 @dataclass

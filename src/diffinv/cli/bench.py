@@ -212,3 +212,26 @@ def bench_editing(
                                      methods=split_specs(methods), modes=mode_list, edits=split_list(edits),
                                      photos=split_list(photos), decoder=decoder, tol=tol, seed=seed)
         emit_rows(format_rows(rows), rows, json_path, model)
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    steps: str = typer.Option("10,50", help="comma-separated step counts"),
+    guidances: str = typer.Option("1,7.5", help="comma-separated guidance scales"),
+    batch: int = typer.Option(1, help="latents per inversion"),
+    repeats: int = typer.Option(7, help="alternating runs of each; the median is reported"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+) -> None:
+    """Wall time of diffinv's naive DDIM inversion against a plain diffusers DDIMInverseScheduler loop."""
+    with user_errors():
+        from diffinv.bench.overhead import format_rows, run_overhead_benchmark
+        from diffinv.models.loading import load
+
+        step_list, guidance_list = whole_numbers(steps), finite_numbers(guidances)
+        if batch < 1 or repeats < 1:
+            raise ValueError("--batch and --repeats must be at least 1")
+        pipe = load(model)
+        rows = [row for count in step_list for w in guidance_list
+                for row in run_overhead_benchmark(pipe, steps=count, guidance=w, batch=batch, repeats=repeats)]
+        emit_rows(format_rows(rows), rows, json_path, model)

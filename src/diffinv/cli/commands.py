@@ -134,8 +134,9 @@ def invert(
 
 
 def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batch_size: int, resize: bool,
-                  overwrite: bool) -> None:
-    """The dataset form of `invert`: stream, resume, shard; a summary line; exit 1 if any image failed."""
+                  overwrite: bool, exit_on_failure: bool = True):
+    """The dataset form of `invert`: stream, resume, shard; a summary line; exit 1 if any image failed.
+    Returns the run's summary on the main process (None on the others)."""
     from diffinv.applications.dataset import Distribution, collect, invert_dataset
     from diffinv.models.loading import load
 
@@ -152,8 +153,10 @@ def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batc
         failed = sum(1 for r in summary.records if r.get("status") != "ok")
         typer.echo(f"{len(summary.records) - failed} of {len(items)} images done, {failed} failed; "
                    f"this run: {summary.line()}; results in {summary.results}")
-        if failed:
+        if failed and exit_on_failure:
             raise typer.Exit(1)
+        return summary
+    return None
 
 
 @app.command("check-cocoercivity")

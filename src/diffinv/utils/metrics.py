@@ -7,9 +7,11 @@ scikit-image on [0, 1] images, averaged over the batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.stats import mannwhitneyu
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
@@ -68,3 +70,15 @@ def ssim(image: torch.Tensor, reference: torch.Tensor, where: torch.Tensor | Non
         score, full = structural_similarity(ref, img, data_range=1.0, channel_axis=-1, win_size=window, full=True)
         values.append(score if region is None else float(full.mean(axis=-1)[region].mean()))
     return float(np.mean(values))
+
+
+def auc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Area under the ROC curve for scores where higher means 'watermarked' (Mann-Whitney U / n1 n2)."""
+    return float(mannwhitneyu(positive, negative).statistic / (len(positive) * len(negative)))
+
+
+def tpr_at_fpr(positive_distance: Sequence[float], negative_distance: Sequence[float], fpr: float = 0.01) -> float:
+    """True-positive rate when the distance threshold lets at most `fpr` of the clean images through."""
+    negatives = np.sort(np.asarray(negative_distance))
+    threshold = negatives[int(np.floor(fpr * len(negatives)))]
+    return float(np.mean(np.asarray(positive_distance) < threshold))
