@@ -87,7 +87,7 @@ def test_resize_option(model_dir, generated, tmp_path):
 @pytest.mark.parametrize(
     "arguments,message",
     [
-        (["generate", "--prompt", "x", "--scheduler", "euler"], "unknown scheduler 'euler'"),
+        (["generate", "--prompt", "x", "--scheduler", "heun"], "unknown scheduler 'heun'"),
         (["invert", "IMAGE", "--method", "magic"], "unknown inversion method 'magic'"),
         (["invert", "IMAGE", "--decoder", "magic"], "unknown decoder method 'magic'"),
         (["generate", "--prompt", "x", "--model", "/no/such/folder"], "does not exist"),

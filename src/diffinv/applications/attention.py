@@ -54,11 +54,12 @@ def token_alignment(source: Sequence[int], target: Sequence[int], length: int) -
 class AttentionInjection:
     """The controller the processors consult: which maps to replace, at which timesteps, for which rows."""
 
-    def __init__(self, alignments: torch.Tensor, guided: bool, cross_timesteps: set[int], self_timesteps: set[int]):
+    def __init__(self, alignments: torch.Tensor, guided: bool, cross_timesteps: set[float], self_timesteps: set[float]):
         self.alignments = alignments  # [B, tokens]: source position per target position, -1 = keep own
         self.guided = guided
-        self.cross_timesteps, self.self_timesteps = cross_timesteps, self_timesteps
-        self.timestep: int | None = None
+        self.cross_timesteps = {float(t) for t in cross_timesteps}
+        self.self_timesteps = {float(t) for t in self_timesteps}
+        self.timestep: float | None = None
         self.injected = 0  # maps replaced so far (tests and reports)
 
     @property
@@ -133,7 +134,7 @@ def injected(unet, controller: AttentionInjection) -> Iterator[AttentionInjectio
 
     def record_timestep(module, args, kwargs):
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-        controller.timestep = int(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else int(timestep)
+        controller.timestep = float(timestep.flatten()[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
 
     hook = unet.register_forward_pre_hook(record_timestep, with_kwargs=True)
     try:

@@ -37,7 +37,7 @@ def edit(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     mode: str = typer.Option("prompt-to-prompt", help="prompt-to-prompt or diffedit"),
     mask: Optional[Path] = typer.Option(None, help="mask image, any size (white = region to edit); default: DiffEdit's estimate"),
-    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    scheduler: str = typer.Option("ddim", help="ddim, euler, dpm++1, dpm++2m or dpm++3m"),
     steps: int = typer.Option(50, help="number of sampler steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
     method: str = typer.Option("exact", help="sampler inversion method"),

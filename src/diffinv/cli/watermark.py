@@ -32,7 +32,7 @@ def watermark_embed(
     channel: int = typer.Option(-1, help="latent channel that carries a new key (Tree-Ring: the last)"),
     radius: Optional[int] = typer.Option(None, help="radius of a new key in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
     pattern: str = typer.Option("ring", help="ring, rand or zeros"),
-    scheduler: str = typer.Option("ddim", help="ddim, dpm++1, dpm++2m or dpm++3m"),
+    scheduler: str = typer.Option("ddim", help="ddim, euler, dpm++1, dpm++2m or dpm++3m"),
     steps: int = typer.Option(50, help="number of sampling steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
 ) -> None:

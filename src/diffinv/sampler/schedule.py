@@ -6,9 +6,11 @@ it uses. Timesteps and sigmas come from diffusers' own schedulers (`set_timestep
 diffusers offers ("leading" with steps_offset, "linspace", "trailing") matches by construction; the
 update math lives in `diffinv.sampler.solvers`.
 
-Names: ``ddim`` (DDIM, eta 0) and ``dpm++1``, ``dpm++2m``, ``dpm++3m`` (DPM-Solver++ multistep of
-order 1, 2, 3, ``algorithm_type="dpmsolver++"`` with the config's ``lower_order_final`` and
-``final_sigmas_type``).
+Names: ``ddim`` (DDIM, eta 0), ``euler`` (diffusers' `EulerDiscreteScheduler`, SDXL's default: DDIM
+in the sigma parametrisation, on the Euler scheduler's own timesteps and sigmas, Karras sigmas
+included) and ``dpm++1``, ``dpm++2m``, ``dpm++3m`` (DPM-Solver++ multistep of order 1, 2, 3,
+``algorithm_type="dpmsolver++"`` with the config's ``lower_order_final`` and ``final_sigmas_type``).
+Every sampler works on variance-preserving latents; a sigma-parametrised scheduler's x = z / alpha.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from diffinv.models.prediction import PREDICTION_TYPES, Point
 
-#: Scheduler name -> DPM-Solver++ order (None for DDIM).
-SCHEDULERS: dict[str, int | None] = {"ddim": None, "dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
+#: Scheduler name -> DPM-Solver++ order (None for the first-order DDIM and Euler).
+SCHEDULERS: dict[str, int | None] = {"ddim": None, "euler": None, "dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Step:
     """
 
     index: int
-    timestep: int
+    timestep: int | float  # what the network sees (Euler's interpolated timesteps can be fractional)
     start: Point
     end: Point
     order: int
@@ -54,7 +56,7 @@ class Schedule:
         return len(self.steps)
 
     @property
-    def timesteps(self) -> list[int]:
+    def timesteps(self) -> list[int | float]:
         return [step.timestep for step in self.steps]
 
 
@@ -65,9 +67,11 @@ def check_scheduler_name(name: str) -> str:
     return name
 
 
-def diffusers_scheduler(name: str, config) -> DDIMScheduler | DPMSolverMultistepScheduler:
+def diffusers_scheduler(name: str, config) -> DDIMScheduler | EulerDiscreteScheduler | DPMSolverMultistepScheduler:
     """The diffusers scheduler a user would swap in for `name`, built from a pipeline's scheduler config."""
     order = SCHEDULERS[check_scheduler_name(name)]
+    if name == "euler":
+        return EulerDiscreteScheduler.from_config(config)
     if order is None:
         return DDIMScheduler.from_config(config)
     return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=order)
@@ -91,6 +95,25 @@ def _ddim_steps(scheduler: DDIMScheduler, num_steps: int) -> list[Step]:
     return steps
 
 
+def _sigma_point(sigma: float) -> Point:
+    """The variance-preserving level of a sigma-parametrised one (x = z / alpha, sigma = sigma_vp / alpha)."""
+    alpha = 1.0 / math.sqrt(sigma**2 + 1.0)
+    return Point(alpha=alpha, sigma=float(sigma) * alpha)
+
+
+def _network_timestep(value) -> int | float:
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def _euler_steps(scheduler: EulerDiscreteScheduler) -> list[Step]:
+    config = scheduler.config
+    if getattr(config, "use_exponential_sigmas", False) or getattr(config, "use_beta_sigmas", False):
+        raise ValueError("Euler with exponential or beta sigmas is not supported; use the default or Karras sigmas")
+    points = [_sigma_point(sigma) for sigma in scheduler.sigmas.double().numpy()]
+    return [Step(index, _network_timestep(t), points[index], points[index + 1], 1) for index, t in enumerate(scheduler.timesteps)]
+
+
 def _dpm_order(index: int, num_steps: int, solver_order: int, config) -> int:
     """The order diffusers' DPMSolverMultistepScheduler.step uses at step `index` (same rules)."""
     lower_order_final = index == num_steps - 1 and (
@@ -111,11 +134,7 @@ def _dpm_steps(scheduler: DPMSolverMultistepScheduler, num_steps: int) -> list[S
         raise ValueError("only DPM-Solver++ with solver_type='midpoint', no thresholding, no learned variance is supported")
     if config.use_flow_sigmas:
         raise ValueError("flow-matching sigmas are not supported yet")
-    sigmas = scheduler.sigmas.double().numpy()
-    points = []
-    for sigma in sigmas:
-        alpha = 1.0 / math.sqrt(sigma**2 + 1.0)
-        points.append(Point(alpha=alpha, sigma=float(sigma) * alpha))
+    points = [_sigma_point(sigma) for sigma in scheduler.sigmas.double().numpy()]
     steps = []
     timesteps = [int(t) for t in scheduler.timesteps]
     for index, timestep in enumerate(timesteps):
@@ -133,16 +152,16 @@ def make_schedule(name: str, config, num_steps: int) -> Schedule:
     if scheduler.config.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
     scheduler.set_timesteps(num_steps)
+    init_noise_sigma = float(np.asarray(scheduler.init_noise_sigma))
     if isinstance(scheduler, DDIMScheduler):
         steps = _ddim_steps(scheduler, num_steps)
+    elif isinstance(scheduler, EulerDiscreteScheduler):
+        steps = _euler_steps(scheduler)
+        init_noise_sigma *= steps[0].start.alpha  # diffusers starts at x = noise * init, here z = alpha x
     else:
         steps = _dpm_steps(scheduler, num_steps)
-    return Schedule(
-        name=name,
-        steps=tuple(steps),
-        prediction_type=scheduler.config.prediction_type,
-        init_noise_sigma=float(np.asarray(scheduler.init_noise_sigma)),
-    )
+    return Schedule(name=name, steps=tuple(steps), prediction_type=scheduler.config.prediction_type,
+                    init_noise_sigma=init_noise_sigma)
 
 
 def reverse(schedule: Schedule) -> tuple[Step, ...]:
