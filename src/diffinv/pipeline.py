@@ -101,7 +101,8 @@ def generate(
         noise = seeded_noise(pipe, 0 if seed is None else seed, batch_size, height, width)
     noise = noise.to(pipe.unet.device, torch.float32)
     prompts = _prompts(prompt, noise.shape[0])
-    denoiser = Denoiser.from_pipeline(pipe, prompts, noise.shape[0], guidance, schedule.prediction_type, negative_prompt)
+    size = (noise.shape[-2] * pipe.vae_scale_factor, noise.shape[-1] * pipe.vae_scale_factor)
+    denoiser = Denoiser.from_pipeline(pipe, prompts, noise.shape[0], guidance, schedule.prediction_type, negative_prompt, size)
     with measure(noise.device) as cost:
         latent = sample(denoiser, schedule, noise, progress=progress).final
         image = decode(pipe, latent)
@@ -157,7 +158,9 @@ def invert(
             latent = decoded.latent.float()
         latent = latent.to(pipe.unet.device, torch.float32)
         prompts = _prompts(prompt, latent.shape[0])
-        denoiser = Denoiser.from_pipeline(pipe, prompts, latent.shape[0], guidance, schedule.prediction_type, negative_prompt)
+        size = (latent.shape[-2] * pipe.vae_scale_factor, latent.shape[-1] * pipe.vae_scale_factor)
+        denoiser = Denoiser.from_pipeline(pipe, prompts, latent.shape[0], guidance, schedule.prediction_type, negative_prompt,
+                                          size)
         result = invert_latent(
             denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress, **(method_options or {})
         )

@@ -59,20 +59,25 @@ class EasyInv:
         eta: float | None = None,
         window: tuple[float, float] | list[float] | None = None,
         order: str = "paper",
-        preset: str = "sd",
+        preset: str | None = None,
     ) -> None:
-        if preset not in PRESETS:
+        if preset is not None and preset not in PRESETS:
             raise ValueError(f"unknown easyinv preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if order not in ORDERS:
             raise ValueError(f"unknown easyinv order {order!r}; choose one of {', '.join(ORDERS)}")
-        preset_eta, preset_window = PRESETS[preset]
-        self.eta = float(preset_eta if eta is None else eta)
-        if not (math.isfinite(self.eta) and 0.0 <= self.eta <= 1.0):
-            raise ValueError(f"easyinv eta must be in [0, 1], got {eta!r}")
-        self.window = _window(preset_window if window is None else window)
+        self.preset, self._eta_given, self._window_given = preset, eta, window
+        self.configure(preset or "sd")
         self.order = order
         self.total: int | None = None
         self._previous: torch.Tensor | None = None
+
+    def configure(self, preset: str) -> None:
+        """Take the preset's eta and window, except where they were given."""
+        preset_eta, preset_window = PRESETS[preset]
+        self.eta = float(preset_eta if self._eta_given is None else self._eta_given)
+        if not (math.isfinite(self.eta) and 0.0 <= self.eta <= 1.0):
+            raise ValueError(f"easyinv eta must be in [0, 1], got {self._eta_given!r}")
+        self.window = _window(preset_window if self._window_given is None else self._window_given)
 
     def blended(self, total: int) -> list[int]:
         """Indices i of the latents z_i that are blended in an inversion of `total` steps (z_0 is the clean one)."""
@@ -82,7 +87,10 @@ class EasyInv:
         return [i for i in range(1, total + 1) if start * total < i < end * total]
 
     def prepare(self, denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor) -> None:
-        """Learn the number of steps (the window is a fraction of it) and forget any earlier run."""
+        """Learn the number of steps (the window is a fraction of it) and forget any earlier run; with no
+        preset given, an SDXL model (its denoiser has added conditioning) gets the authors' SDXL preset."""
+        if self.preset is None:
+            self.configure("sdxl" if denoiser.added is not None else "sd")
         self.total = len(schedule)
         self._blended = set(self.blended(self.total))
         self._previous = None

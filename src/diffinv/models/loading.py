@@ -53,12 +53,28 @@ def resolve(name_or_path: str | Path) -> Path | str:
     return text
 
 
+#: The pipeline classes diffinv inverts (the `_class_name` of a folder's model_index.json).
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+
+
+def pipeline_class(source: Path | str) -> type:
+    """The diffusers pipeline class named in `source`'s model_index.json, if diffinv supports it."""
+    from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
+
+    config = DiffusionPipeline.load_config(str(source))
+    name = config.get("_class_name", "")
+    if name not in SUPPORTED_PIPELINES:
+        raise ModelNotFoundError(f"{source} holds a {name or 'unnamed'} pipeline; diffinv supports {', '.join(SUPPORTED_PIPELINES)}")
+    return StableDiffusionXLPipeline if name == "StableDiffusionXLPipeline" else StableDiffusionPipeline
+
+
 def load(
     name_or_path: str | Path = "tiny",
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = None,
-) -> StableDiffusionPipeline:
-    """A `StableDiffusionPipeline` from "tiny" (bundled), a local diffusers folder, or a hub id.
+):
+    """A `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (the class model_index.json names) from
+    "tiny" (bundled), a local diffusers folder, or a hub id.
 
     Hub ids load from the local Hugging Face cache only when the hub cannot be reached; a missing
     one raises ModelNotFoundError that names it. Device defaults to CUDA when available.
@@ -66,9 +82,9 @@ def load(
     source = resolve(name_or_path)
     dtype = parse_dtype(dtype)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source, dtype=dtype, safety_checker=None, requires_safety_checker=False
-        )
+        kind = pipeline_class(source)
+        extra = dict(safety_checker=None, requires_safety_checker=False) if kind is StableDiffusionPipeline else {}
+        pipe = kind.from_pretrained(source, dtype=dtype, **extra)
     except OSError as error:
         if isinstance(source, Path):
             raise ModelNotFoundError(f"could not load the pipeline in {source}: {error}") from error

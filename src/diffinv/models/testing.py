@@ -89,6 +89,45 @@ def tiny_pipeline(
     return pipe.to(torch.float32)
 
 
+def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
+    """A random-weight `StableDiffusionXLPipeline`: two text encoders (the second with projection, giving
+    the pooled embedding), a UNet with SDXL's added text-time conditioning, latents 4 x sample_size^2."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+
+    def text_config() -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=32, hidden_act="gelu",
+        )
+
+    text_encoder = CLIPTextModel(text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(text_config())
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=sample_size * 2,
+        scaling_factor=0.13025,
+    )
+    config = {**SD_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
+    sampler = EulerDiscreteScheduler(**{k: v for k, v in config.items() if k in ("num_train_timesteps", "beta_start",
+                                        "beta_end", "beta_schedule", "steps_offset", "timestep_spacing", "prediction_type")})
+    sampler.register_to_config(clip_sample=False, set_alpha_to_one=False)  # as SDXL's scheduler_config.json has them
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer, unet=unet, scheduler=sampler, force_zeros_for_empty_prompt=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch.float32)
+
+
 def save_tiny_pipeline(folder: str | Path, **kwargs) -> Path:
     """Build a tiny pipeline and `save_pretrained` it into `folder` (a real diffusers folder on disk)."""
     folder = Path(folder)
