@@ -190,6 +190,12 @@ def test_smoke_train_resume_export(tmp_path, capsys):
     assert (tmp_path / "unet" / "step_0000003.pt").exists()
     folder = export(tmp_path, tmp_path / "export")
     assert (folder / "model_index.json").exists()
+    # a later run continues from the exported weights (checkpoints do not outlive a machine)
+    continued = tmp_path / "continued"
+    train_unet(continued, steps=1, batch=2, init_from=folder, **stream, **tiny_unet)
+    assert "starting from the weights" in capsys.readouterr().out
+    assert (continued / "unet" / "step_0000001.pt").exists()
+    assert (export(continued, tmp_path / "export2") / "model_index.json").exists()
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     assert pipe.unet.dtype == torch.float32
     image = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,

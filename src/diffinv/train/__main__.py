@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weighting", choices=("uniform", "min-snr"), default="uniform", help="loss weight over timesteps")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the exported weight average")
     p.add_argument("--probe-every", type=int, default=1000, help="invertibility probe every N steps (0: never)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue from an exported pipeline folder's weights (its autoencoder, text encoder, UNet)")
     p.add_argument("--channels", type=_ints, default=(32, 64, 128))
     p.add_argument("--text-width", type=int, default=64)
     p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         train_unet(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, buffer=args.buffer,
                    fresh=args.fresh, photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
                    weighting=args.weighting, ema=args.ema, probe_every=args.probe_every,
-                   channels=args.channels, text_width=args.text_width, until=args.until)
+                   channels=args.channels, text_width=args.text_width, until=args.until, init_from=args.init_from)
     elif args.command == "export":
         from diffinv.train.export import export
 

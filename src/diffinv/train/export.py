@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline
 
 from diffinv.models.tokenizer import build_tokenizer
 from diffinv.train.loop import load_modules
@@ -22,7 +22,11 @@ def assemble(out: Path) -> StableDiffusionPipeline:
     text_encoder = build_text_encoder(build_tokenizer(), arch["text_width"], arch["text_layers"])
     unet = build_unet(**arch)
     load_modules(out / "unet", {"text_encoder": text_encoder, "unet": unet})
-    return build_pipeline(load_vae(out), text_encoder, unet, config["scaling_factor"])
+    if config.get("init_from"):  # a continued run trains on the exported folder's autoencoder
+        vae = AutoencoderKL.from_pretrained(config["init_from"] + "/vae", torch_dtype=torch.float32)
+    else:
+        vae = load_vae(out)
+    return build_pipeline(vae, text_encoder, unet, config["scaling_factor"])
 
 
 def export(out: Path, folder: Path, dtype: torch.dtype = torch.float16) -> Path:

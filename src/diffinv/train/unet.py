@@ -161,28 +161,38 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float =
 def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, seed: int = 0,
                buffer: int = 2048, fresh: int = 16, photo_fraction: float = 0.125, leaves_fraction: float = 0.125,
                drop: float = 0.1, weighting: str = "uniform", ema: float = 0.999, probe_every: int = 0,
-               until: int | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
+               until: int | None = None, init_from: Path | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder.
 
     `probe_every` > 0 runs `diffinv.train.probe.invertibility` on the averaged weights every that many
     steps (a multiple of the 200-step checkpoints) and appends its rows to out/unet/probe.jsonl.
+    `init_from`, an exported pipeline folder, continues training from its weights instead: its
+    autoencoder (frozen) and scaling factor, its text encoder and UNet as the starting point, with a
+    new optimiser and data stream (checkpoints in out/unet, once written, take precedence on resuming).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
-    vae = load_vae(out, finetuned_decoder=False)
+    if init_from is not None:
+        vae = AutoencoderKL.from_pretrained(str(Path(init_from) / "vae"), torch_dtype=torch.float32).eval().requires_grad_(False)
+    else:
+        vae = load_vae(out, finetuned_decoder=False)
     arch = {**DEFAULT_UNET, **arch, "latent_channels": int(vae.config.latent_channels)}
     stream = LatentStream(vae, buffer, fresh, train_combos(), photo_fraction, leaves_fraction)
-    scale = scaling_factor(stream, seed)
+    scale = float(vae.config.scaling_factor) if init_from is not None else scaling_factor(stream, seed)
     tokenizer = build_tokenizer()
     ids = tokenize(tokenizer, stream.captions)
     empty = stream.index[""]
     torch.manual_seed(seed)
     text_encoder = build_text_encoder(tokenizer, arch["text_width"], arch["text_layers"])
     unet = build_unet(**arch)
+    if init_from is not None and latest_checkpoint(Path(out) / "unet") is None:
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(str(Path(init_from) / "unet")).float().state_dict())
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(str(Path(init_from) / "text_encoder")).float().state_dict())
+        print(f"starting from the weights in {init_from}", flush=True)
     alphas_cumprod = DDIMScheduler(**SD_SCHEDULER_CONFIG).alphas_cumprod.float()
     config = dict(arch=arch, steps=steps, batch=batch, lr=lr, seed=seed, buffer=buffer, fresh=fresh,
                   photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, drop=drop, weighting=weighting,
-                  ema=ema, scaling_factor=scale)
+                  ema=ema, scaling_factor=scale, init_from=str(init_from) if init_from else None)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
