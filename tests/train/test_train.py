@@ -15,6 +15,7 @@ from diffinv.train.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, ran
 
 BUNDLED = Path(__file__).resolve().parents[2] / "src" / "diffinv" / "weights" / "tiny"
 FIRST_VERSION = Path(__file__).resolve().parents[2] / "models" / "tiny-v1"
+NEXT_VERSION = Path(__file__).resolve().parents[2] / "models" / "tiny-next"
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -203,7 +204,7 @@ def test_smoke_train_resume_export(tmp_path, capsys):
     assert image.shape == (1, 64, 64, 3)
 
 
-@pytest.mark.parametrize("folder", [BUNDLED, FIRST_VERSION], ids=["tiny", "tiny-v1"])
+@pytest.mark.parametrize("folder", [BUNDLED, FIRST_VERSION, NEXT_VERSION], ids=["tiny", "tiny-v1", "tiny-next"])
 def test_bundled_weights_generate(folder):
     sizes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert sizes <= 15 * 2**20
