@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
@@ -13,9 +14,9 @@ from PIL import Image
 from diffinv.decoder import check_decoder_name, invert_decoder
 from diffinv.inversion import InversionResult, check_method_name, invert_latent
 from diffinv.models.autoencoder import Autoencoder
-from diffinv.models.denoiser import Denoiser
+from diffinv.models.denoiser import Denoiser, default_latent_side, is_flux, latent_channels, network_of
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import check_scheduler_name, make_schedule
+from diffinv.sampler.schedule import Schedule, check_scheduler_name, make_schedule
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.measure import measure
 from diffinv.utils.metrics import nmse, psnr, ssim
@@ -58,17 +59,37 @@ class Generation:
 def latent_shape(pipe, batch_size: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
     """[B, C, h, w] of the latents for images of height x width (default: the pipeline's own size)."""
     factor = pipe.vae_scale_factor
-    default = pipe.unet.config.sample_size * factor
+    default = default_image_side(pipe)
     height, width = height or default, width or default
-    if height % factor or width % factor:
-        raise ValueError(f"image size {width}x{height} is not a multiple of the VAE factor {factor}")
-    return (batch_size, pipe.unet.config.in_channels, height // factor, width // factor)
+    multiple = factor * (2 if is_flux(pipe) else 1)  # Flux packs 2x2 latent patches
+    if height % multiple or width % multiple:
+        raise ValueError(f"image size {width}x{height} is not a multiple of {multiple} (the VAE factor"
+                         f"{' times Flux packing' if multiple != factor else ''})")
+    return (batch_size, latent_channels(pipe), height // factor, width // factor)
+
+
+def default_image_side(pipe) -> int:
+    """The image height (= width) in pixels the pipeline makes by default."""
+    return default_latent_side(pipe) * pipe.vae_scale_factor
+
+
+def pipeline_schedule(pipe, scheduler: str | None, steps: int, latent_size: tuple[int, int] | None = None) -> Schedule:
+    """The schedule of sampler `scheduler` (None: the model's default, flow-euler on flow-matching models) for
+    latents of `latent_size` (h, w; default the pipeline's own): the image's token count is what a flow
+    scheduler with dynamic shifting needs."""
+    config = network_of(pipe).config
+    height, width = latent_size or (default_latent_side(pipe),) * 2
+    if is_flux(pipe):  # tokens are 2x2 patches; FluxPipeline passes its own sigmas, 1 down to 1/steps
+        sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist()
+        return make_schedule(scheduler, pipe.scheduler.config, steps, image_seq_len=(height // 2) * (width // 2), sigmas=sigmas)
+    patch = getattr(config, "patch_size", None) or 1
+    return make_schedule(scheduler, pipe.scheduler.config, steps, image_seq_len=(height // patch) * (width // patch))
 
 
 def seeded_noise(pipe, seed: int, batch_size: int = 1, height: int | None = None, width: int | None = None) -> torch.Tensor:
     """The float32 noise diffusers draws for `generator=torch.Generator().manual_seed(seed)`."""
     shape = latent_shape(pipe, batch_size, height, width)
-    return randn_tensor(shape, generator=torch.Generator().manual_seed(seed), device=pipe.unet.device, dtype=torch.float32)
+    return randn_tensor(shape, generator=torch.Generator().manual_seed(seed), device=network_of(pipe).device, dtype=torch.float32)
 
 
 def _prompts(prompt: str | Sequence[str], batch_size: int) -> list[str]:
@@ -86,7 +107,7 @@ def generate(
     prompt: str | Sequence[str],
     noise: torch.Tensor | None = None,
     seed: int | None = None,
-    scheduler: str = "ddim",
+    scheduler: str | None = None,
     steps: int = 50,
     guidance: float = 7.5,
     negative_prompt: str | Sequence[str] | None = None,
@@ -95,11 +116,13 @@ def generate(
     width: int | None = None,
     progress: bool = False,
 ) -> Generation:
-    """Sample images from `noise` (or the noise of `seed`) with the named sampler and guidance."""
-    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)  # refuses unknown names
+    """Sample images from `noise` (or the noise of `seed`) with the named sampler (None: the model's default)
+    and guidance."""
+    check_scheduler_name(scheduler)
     if noise is None:
         noise = seeded_noise(pipe, 0 if seed is None else seed, batch_size, height, width)
-    noise = noise.to(pipe.unet.device, torch.float32)
+    noise = noise.to(network_of(pipe).device, torch.float32)
+    schedule = pipeline_schedule(pipe, scheduler, steps, tuple(noise.shape[-2:]))
     prompts = _prompts(prompt, noise.shape[0])
     size = (noise.shape[-2] * pipe.vae_scale_factor, noise.shape[-1] * pipe.vae_scale_factor)
     denoiser = Denoiser.from_pipeline(pipe, prompts, noise.shape[0], guidance, schedule.prediction_type, negative_prompt, size)
@@ -107,7 +130,7 @@ def generate(
         latent = sample(denoiser, schedule, noise, progress=progress).final
         image = decode(pipe, latent)
     return Generation(
-        noise=noise, latent=latent, image=image, scheduler=scheduler, steps=steps, guidance=float(guidance),
+        noise=noise, latent=latent, image=image, scheduler=schedule.name, steps=steps, guidance=float(guidance),
         nfe=denoiser.nfe, seconds=cost.seconds, peak_memory_bytes=cost.peak_memory_bytes, prompt=prompts, seed=seed,
     )
 
@@ -126,7 +149,7 @@ def invert(
     image: torch.Tensor | Image.Image | Sequence[Image.Image] | None = None,
     prompt: str | Sequence[str] = "",
     latent: torch.Tensor | None = None,
-    scheduler: str = "ddim",
+    scheduler: str | None = None,
     steps: int = 50,
     guidance: float = 7.5,
     method: str = "naive",
@@ -139,24 +162,27 @@ def invert(
 ) -> InversionResult:
     """Recover z_0 (from `image` through the decoder inversion, or the given `latent`) and then z_T.
 
-    `image` is a [B, 3, H, W] tensor in [-1, 1] or PIL image(s); exactly one of `image` and `latent`.
+    `image` is a [B, 3, H, W] tensor in [-1, 1] or PIL image(s); exactly one of `image` and `latent`;
+    `scheduler` None is the model's default sampler.
     """
     check_scheduler_name(scheduler)
     check_method_name(method)
     check_decoder_name(decoder)
     if (image is None) == (latent is None):
         raise ValueError("give exactly one of image and latent")
-    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
+    device = network_of(pipe).device
+    pipeline_schedule(pipe, scheduler, steps)  # refuses a sampler the model cannot use before any work
     decoded = None
-    with measure(pipe.unet.device) as total:
+    with measure(device) as total:
         if image is not None:
-            images = image_batch(image).to(pipe.unet.device)
+            images = image_batch(image).to(device)
             factor = pipe.vae_scale_factor
             if images.shape[-1] % factor or images.shape[-2] % factor:
                 raise ValueError(f"image size {images.shape[-1]}x{images.shape[-2]} is not a multiple of the VAE factor {factor}")
             decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder, **(decoder_options or {}))
             latent = decoded.latent.float()
-        latent = latent.to(pipe.unet.device, torch.float32)
+        latent = latent.to(device, torch.float32)
+        schedule = pipeline_schedule(pipe, scheduler, steps, tuple(latent.shape[-2:]))
         prompts = _prompts(prompt, latent.shape[0])
         size = (latent.shape[-2] * pipe.vae_scale_factor, latent.shape[-1] * pipe.vae_scale_factor)
         denoiser = Denoiser.from_pipeline(pipe, prompts, latent.shape[0], guidance, schedule.prediction_type, negative_prompt,

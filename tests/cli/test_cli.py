@@ -44,7 +44,9 @@ def test_invert_image_with_reference(model_dir, generated, tmp_path):
     result = run("invert", generated / "image.png", "--model", model_dir, "--prompt", "a red circle",
                  "--scheduler", "dpm++2m", "--steps", 6, "--guidance", 3, "--reference", generated, "--out", out)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["latent.safetensors", "noise.safetensors", "reconstruction.png", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["latent.safetensors", "noise.png", "noise.safetensors", "reconstruction.png",
+                                                     "report.json"]
+    assert Image.open(out / "noise.png").size[0] > 200  # true | recovered | difference
     report = json.loads((out / "report.json").read_text())
     for key in ("method", "scheduler", "steps", "guidance", "nfe", "seconds", "peak_memory_bytes",
                 "noise_nmse", "latent_nmse", "psnr", "decoder_seconds", "decoder_peak_memory_bytes", "decoder_iterations"):

@@ -24,7 +24,7 @@ def round_trip(pipe, name, steps, guidance, unet=None, seed=0):
     schedule = make_schedule(name, pipe.scheduler.config, steps)
     denoiser = Denoiser.from_pipeline(pipe, "a red circle", 1, guidance, schedule.prediction_type)
     if unet is not None:
-        denoiser.unet = unet(pipe.unet, denoiser.guided)
+        denoiser.network = unet(pipe.unet, denoiser.guided)
     latent = sample(denoiser, schedule, noise).final
     return noise, latent, denoiser, schedule
 
@@ -210,3 +210,19 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     wrong = runner.invoke(app, ["invert", "--latent", str(tmp_path / "gen" / "latent.safetensors"), *common, "--method", "exact",
                                 "--method-option", "bogus=1", "--out", str(tmp_path / "bad")])
     assert wrong.exit_code == 2 and "unknown option" in wrong.output and not (tmp_path / "bad").exists()
+
+
+def test_benchmark_cycles_prompts_over_seeds(pipe):
+    """Two prompts over two seeds give the mean of the two single-prompt runs (seed 0 with the first, seed 1 with
+    the second): each latent is generated and inverted with its own prompt."""
+    from diffinv.bench.sampler import run_sampler_benchmark
+
+    grid = {"schedulers": [("ddim", 4)], "guidances": [3.0], "methods": ["naive"], "progress": False}
+    both = run_sampler_benchmark(pipe, n=2, prompt=["a red circle", "a blue square"], **grid)[0]
+    first = run_sampler_benchmark(pipe, n=1, prompt="a red circle", seed=0, **grid)[0]
+    second = run_sampler_benchmark(pipe, n=1, prompt="a blue square", seed=1, **grid)[0]
+    assert both["prompts"] == ["a red circle", "a blue square"]
+    assert both["noise_nmse"] == pytest.approx((first["noise_nmse"] + second["noise_nmse"]) / 2, rel=1e-5)
+    assert first["noise_nmse"] != pytest.approx(second["noise_nmse"], rel=1e-3)
+    with pytest.raises(ValueError, match="no prompt"):
+        run_sampler_benchmark(pipe, n=1, prompt=[], **grid)

@@ -9,7 +9,7 @@ from diffinv.models.denoiser import Denoiser
 from diffinv.models.testing import tiny_pipeline
 from diffinv.pipeline import generate, seeded_noise
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import SCHEDULERS, diffusers_scheduler, make_schedule, reverse
+from diffinv.sampler.schedule import DIFFUSION_SCHEDULERS, diffusers_scheduler, make_schedule, reverse
 
 PROMPTS = ["a red circle on a blue background", "a green square"]
 
@@ -32,7 +32,7 @@ def diffinv_latent(pipe, name, noise, steps, guidance):
 
 
 @pytest.mark.parametrize("guidance", [1.0, 7.5])
-@pytest.mark.parametrize("name", list(SCHEDULERS))
+@pytest.mark.parametrize("name", DIFFUSION_SCHEDULERS)
 @pytest.mark.parametrize("steps", [7, 20])
 def test_parity_with_diffusers(pipe, name, steps, guidance):
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(steps))

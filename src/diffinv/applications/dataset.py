@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from diffinv.pipeline import invert, reconstruct
+from diffinv.pipeline import default_image_side, invert, reconstruct
 from diffinv.utils.images import IMAGE_SUFFIXES, ImageError, load_images, tensor_to_pil
 from diffinv.utils.metrics import psnr, ssim
 from diffinv.utils.outputs import save_tensor
@@ -212,7 +212,7 @@ def invert_dataset(
     summary = Summary()
     bar = tqdm(total=sum(len(b) for b in mine), desc="inverting images", unit="image",
                disable=not (progress and distribution.main))
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = default_image_side(pipe)
     for batch in mine:
         hashes = {item.index: _hash_or_error(item) for item in batch}
         todo = [item for item in batch if isinstance(hashes[item.index], str)

@@ -28,7 +28,7 @@ from PIL import Image
 
 from diffinv.applications.attention import AttentionInjection, injected, token_alignment
 from diffinv.inversion import InversionResult
-from diffinv.models.denoiser import Denoiser
+from diffinv.models.denoiser import Denoiser, network_of
 from diffinv.models.prediction import Point
 from diffinv.pipeline import decode, image_batch, invert
 from diffinv.sampler.sampling import sample
@@ -190,6 +190,8 @@ def edit(
     settings, skips inverting again (several targets or modes from one inversion); the result's NFE and
     seconds still include it.
     """
+    if getattr(pipe, "unet", None) is None:
+        raise ValueError("editing needs a UNet pipeline (SD 1.x/2.x, SDXL); the joint attention of SD3 and Flux is not supported yet")
     options = resolve_mode_options(mode, mode_options)
     images = image_batch(image)
     count = images.shape[0]
@@ -203,7 +205,7 @@ def edit(
     reused = inversion is not None
     if reused and (inversion.noise.shape[0] != count or inversion.scheduler != scheduler or inversion.steps != steps):
         raise ValueError("the given inversion does not match these images and sampler settings")
-    with measure(pipe.unet.device) as cost:
+    with measure(network_of(pipe).device) as cost:
         if not reused:
             inversion = invert(pipe, images, prompt=sources, scheduler=scheduler, steps=steps, guidance=guidance,
                                method=method, decoder=decoder, method_options=method_options,

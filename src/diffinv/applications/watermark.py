@@ -182,7 +182,7 @@ def generate_watermarked(pipe, prompt, key: WatermarkKey, seed: int = 0, **gener
     return generate(pipe, prompt, noise=embed(noise, key), seed=seed, **generate_options)
 
 
-def detect(pipe, image, key: WatermarkKey, prompt="", scheduler: str = "ddim", steps: int = 50, guidance: float = 1.0,
+def detect(pipe, image, key: WatermarkKey, prompt="", scheduler: str | None = None, steps: int = 50, guidance: float = 1.0,
            method: str = "naive", decoder: str = "encoder", **invert_options) -> Detection:
     """Invert `image` (tensor in [-1, 1] or PIL images) to its noise and score it against `key`.
 

@@ -28,7 +28,7 @@ from diffinv.applications.editing import edit_scores, resolve_mode_options
 from diffinv.bench.images import skimage_images
 from diffinv.bench.sampler import resolve_method
 from diffinv.bench.tables import Column, format_table
-from diffinv.pipeline import generate, seeded_noise
+from diffinv.pipeline import default_image_side, generate, seeded_noise
 from diffinv.train.scenes import COLORS, SHAPES, caption, read_scene, shape_region
 from diffinv.utils.images import tensor_to_pil
 
@@ -131,7 +131,7 @@ def run_editing_benchmark(
     rows: list[dict[str, Any]] = []
     cells = len(schedulers) * len(guidances) * (len(edits) + (1 if photos else 0)) * len(methods)
     bar = tqdm(total=cells, desc="editing benchmark", disable=not progress)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = default_image_side(pipe)
     photo_batch = torch.stack([item.image for item in skimage_images(size, photos)]) if photos else None
     if photos:
         yy, xx = np.mgrid[:size, :size] + 0.5

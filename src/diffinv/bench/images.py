@@ -119,7 +119,7 @@ def folder_images(folder: str | Path, size: int) -> list[BenchImage]:
 
 
 def generated_images(
-    pipe, count: int, prompts: Sequence[str] = GENERATION_PROMPTS, scheduler: str = "ddim", steps: int = 50, guidance: float = 7.5, seed: int = 0
+    pipe, count: int, prompts: Sequence[str] = GENERATION_PROMPTS, scheduler: str | None = None, steps: int = 50, guidance: float = 7.5, seed: int = 0
 ) -> list[BenchImage]:
     """`count` images the model generates from seeds seed, seed+1, ... cycling through `prompts`."""
     from diffinv.pipeline import generate

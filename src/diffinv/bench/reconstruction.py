@@ -22,9 +22,10 @@ from diffinv.bench.images import BenchImage
 from diffinv.bench.tables import Column, format_table, write_rows
 from diffinv.inversion import METHODS, InversionDiverged, check_method_name, invert_latent
 from diffinv.models.autoencoder import Autoencoder
-from diffinv.models.denoiser import Denoiser
+from diffinv.models.denoiser import Denoiser, network_of
+from diffinv.pipeline import pipeline_schedule
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import check_scheduler_name, make_schedule
+from diffinv.sampler.schedule import check_scheduler_name
 from diffinv.utils.metrics import psnr, ssim
 from diffinv.utils.specs import parse_spec
 
@@ -91,7 +92,7 @@ def load_lpips() -> tuple[Callable[[torch.Tensor, torch.Tensor], float] | None, 
 
 
 def _dtype_name(pipe) -> str:
-    return str(pipe.unet.dtype).removeprefix("torch.")
+    return str(network_of(pipe).dtype).removeprefix("torch.")
 
 
 def _pixel_mean(image: torch.Tensor) -> float:
@@ -102,7 +103,7 @@ def run_reconstruction_benchmark(
     pipe,
     images: Sequence[BenchImage],
     methods: Sequence[str] | None = None,
-    scheduler: str = "ddim",
+    scheduler: str | None = None,
     steps: int = 50,
     guidance: float = 1.0,
     prompt: str | None = "",
@@ -123,11 +124,11 @@ def run_reconstruction_benchmark(
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     specs = list(methods) if methods else default_methods()
     parsed = [(spec, *parse_method(spec)) for spec in specs]
-    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
+    schedule = pipeline_schedule(pipe, scheduler, steps)
     autoencoder = Autoencoder.from_pipeline(pipe)
-    device = pipe.unet.device
+    device = network_of(pipe).device
     base = {
-        "model": model_name, "scheduler": scheduler, "steps": steps, "guidance": float(guidance),
+        "model": model_name, "scheduler": schedule.name, "steps": steps, "guidance": float(guidance),
         "dtype": _dtype_name(pipe), "decoder": "encoder",
     }
     rows: list[dict[str, Any]] = []

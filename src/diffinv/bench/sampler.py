@@ -20,9 +20,9 @@ from diffinv.decoder import invert_decoder
 from diffinv.inversion import METHODS, InversionDiverged, InversionResult, invert_latent
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser
-from diffinv.pipeline import decode, seeded_noise
+from diffinv.pipeline import decode, pipeline_schedule, seeded_noise
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import check_scheduler_name, make_schedule
+from diffinv.sampler.schedule import check_scheduler_name
 from diffinv.utils.metrics import nmse
 from diffinv.utils.specs import parse_spec
 
@@ -122,24 +122,30 @@ def run_sampler_benchmark(
     schedulers: Sequence[tuple[str, int]] = DEFAULT_SCHEDULERS,
     guidances: Sequence[float] = DEFAULT_GUIDANCES,
     methods: Sequence[str] = DEFAULT_METHODS,
-    prompt: str = DEFAULT_PROMPT,
+    prompt: str | Sequence[str] = DEFAULT_PROMPT,
     seed: int = 0,
     tol: float | None = 1e-5,
     image: bool = False,
     decoder: str = "gradient",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Rows of the benchmark (see the module docstring); `image=True` adds rows inverted from the image."""
+    """Rows of the benchmark (see the module docstring); `image=True` adds rows inverted from the image.
+    Several prompts are cycled over the seeds (latent i is generated and inverted with prompt i mod count)."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise ValueError("no prompt given")
+    chosen = [prompts[index % len(prompts)] for index in range(n)]
     resolved = {label: resolve_method(label, tol) for label in methods}
     sources = ["latent", "image"] if image else ["latent"]
     rows: list[dict[str, Any]] = []
     jobs = [(name, steps, guidance) for name, steps in schedulers for guidance in guidances]
     bar = tqdm(total=len(jobs) * len(methods) * len(sources), desc="sampler inversion", disable=not progress)
     for name, steps, guidance in jobs:
-        schedule = make_schedule(name, pipe.scheduler.config, steps)
-        denoiser = Denoiser.from_pipeline(pipe, prompt, 1, guidance, schedule.prediction_type)
+        schedule = pipeline_schedule(pipe, name, steps)
+        by_prompt = {text: Denoiser.from_pipeline(pipe, text, 1, guidance, schedule.prediction_type) for text in set(chosen)}
+        denoisers = [by_prompt[text] for text in chosen]
         noises = [seeded_noise(pipe, seed + index) for index in range(n)]
-        latents = [sample(denoiser, schedule, noise).final for noise in noises]
+        latents = [sample(denoiser, schedule, noise).final for denoiser, noise in zip(denoisers, noises)]
         starts = {"latent": (latents, [None] * n)}
         if image:
             autoencoder = Autoencoder.from_pipeline(pipe)
@@ -150,7 +156,7 @@ def run_sampler_benchmark(
             for label in methods:
                 method, options = resolved[label]
                 results: list[InversionResult | None] = []
-                for start, stage in zip(inputs, decoded):
+                for denoiser, start, stage in zip(denoisers, inputs, decoded):
                     try:
                         result = invert_latent(denoiser, schedule, start, method, **options)
                     except InversionDiverged:
@@ -161,8 +167,8 @@ def run_sampler_benchmark(
                     results.append(result)
                 rows.append({
                     "method": label, "decoder": decoder if source == "image" else None, "scheduler": name,
-                    "steps": steps, "guidance": float(guidance), "dtype": str(denoiser.dtype).removeprefix("torch."),
-                    "image": source == "image", "source": source, "n": n,
+                    "steps": steps, "guidance": float(guidance), "dtype": str(denoisers[0].dtype).removeprefix("torch."),
+                    "image": source == "image", "source": source, "n": n, "prompts": chosen,
                     "options": ",".join(f"{key}={value}" for key, value in options.items()),
                     **_summary(results, noises, latents),
                 })

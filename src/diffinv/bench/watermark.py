@@ -56,7 +56,7 @@ class WatermarkSet:
     prompts: list[str]
 
 
-def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str, steps: int, guidance: float, seed: int = 0) -> WatermarkSet:
+def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str | None, steps: int, guidance: float, seed: int = 0) -> WatermarkSet:
     """N clean images and N images for each of 3 keys (prompts cycled), from seeded noise."""
     shape = latent_shape(pipe, 1)[1:]
     keys = [make_key(shape, seed=seed + index) for index in range(3)]
@@ -77,7 +77,7 @@ def run_watermark_benchmark(
     pipelines: Sequence[str] = DEFAULT_PIPELINES,
     attacks: Sequence[str] = DEFAULT_ATTACKS,
     prompts: Sequence[str] = DEFAULT_PROMPTS,
-    scheduler: str = "ddim",
+    scheduler: str | None = None,
     steps: int = 50,
     generation_guidance: float = 7.5,
     inversion_guidance: float = 1.0,
@@ -110,7 +110,7 @@ def run_watermark_benchmark(
             predicted = classify(noise[marked], data.keys)
             correct = int((predicted == data.key_index[marked]).sum())
             rows.append({
-                "attack": attack, "pipeline": spec, "decoder": decoder, "method": method, "scheduler": scheduler,
+                "attack": attack, "pipeline": spec, "decoder": decoder, "method": method, "scheduler": result.scheduler,
                 "steps": steps, "guidance": inversion_guidance, "generation_guidance": generation_guidance, "known_prompt": known_prompt, "n": n,
                 "auc": auc((-scores[first]).tolist(), (-scores[clean]).tolist()),
                 "tpr_at_1fpr": tpr_at_fpr(scores[first].tolist(), scores[clean].tolist()),

@@ -7,7 +7,16 @@ from typing import Any, Optional
 
 import typer
 
-from diffinv.cli.common import MODEL_HELP, bench_app, emit_rows, finite_numbers, split_list, user_errors, whole_numbers
+from diffinv.cli.common import (
+    MODEL_HELP,
+    SCHEDULER_HELP,
+    bench_app,
+    emit_rows,
+    finite_numbers,
+    split_list,
+    user_errors,
+    whole_numbers,
+)
 from diffinv.utils.specs import split_specs
 
 
@@ -27,7 +36,7 @@ def bench_watermark(
     pipelines: str = typer.Option(",".join(("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")),
                                   help="comma-separated DECODER+METHOD inversion pipelines"),
     attacks: str = typer.Option("clean,jpeg,rotation,crop,blur,noise,brightness", help="comma-separated attacks (name or name:strength)"),
-    scheduler: str = typer.Option("ddim", help="sampler used to generate and to invert"),
+    scheduler: Optional[str] = typer.Option(None, help="sampler used to generate and to invert; " + SCHEDULER_HELP),
     steps: int = typer.Option(50, help="sampler steps"),
     generation_guidance: float = typer.Option(7.5, help="guidance when generating"),
     inversion_guidance: float = typer.Option(1.0, help="guidance when inverting (Tree-Ring: 1, empty prompt)"),
@@ -63,7 +72,7 @@ def bench_reconstruction(
         None, help="comma-separated method specs, e.g. naive,easyinv:eta=0.8,order=code,renoise (default: every registered "
         "one of naive, easyinv, fixed-point, renoise, exact)"
     ),
-    scheduler: str = typer.Option("ddim", help="sampler to invert and regenerate with"),
+    scheduler: Optional[str] = typer.Option(None, help="sampler to invert and regenerate with; " + SCHEDULER_HELP),
     steps: int = typer.Option(50, help="sampler steps"),
     guidance: float = typer.Option(1.0, help="guidance when inverting and regenerating"),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt when inverting and regenerating"),
@@ -84,6 +93,7 @@ def bench_reconstruction(
             write_benchmark_json,
         )
         from diffinv.models.loading import load, parse_dtype
+        from diffinv.pipeline import default_image_side
         from diffinv.sampler.schedule import check_scheduler_name
 
         check_scheduler_name(scheduler)
@@ -101,7 +111,7 @@ def bench_reconstruction(
         for name in dtypes:
             pipe = load(model, dtype=name)
             if bench_images is None:
-                size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+                size = default_image_side(pipe)
                 bench_images = image_sources(images, size) if images else []
                 if generated > 0:
                     bench_images += generated_images(pipe, generated, scheduler=scheduler, steps=steps)
@@ -123,7 +133,8 @@ def bench_sampler_inversion(
     methods: str = typer.Option("naive,fixed-point,exact,exact-gd,exact-aa",
                                 help="comma-separated: naive, fixed-point, exact, exact-gd, exact-aa, or any registered method"),
     tol: float = typer.Option(1e-5, help="per-step relative tolerance of the iterative methods"),
-    prompt: str = typer.Option("a red circle on a blue background", "--prompt", "-p", help="prompt to generate and invert with"),
+    prompt: str = typer.Option("a red circle on a blue background", "--prompt", "-p",
+                               help="prompt to generate and invert with; several '|'-separated are cycled over the seeds"),
     image: bool = typer.Option(False, "--image", help="also invert from the decoded image (decoder inversion first)"),
     decoder: str = typer.Option("gradient", help="decoder inversion for --image"),
     dtype: str = typer.Option("float32", help="model dtype"),
@@ -144,8 +155,8 @@ def bench_sampler_inversion(
             check_decoder_name(decoder)
         pipe = load(model, dtype=dtype)
         rows = run_sampler_benchmark(
-            pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list, prompt=prompt,
-            seed=seed, tol=tol, image=image, decoder=decoder,
+            pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list,
+            prompt=[text.strip() for text in prompt.split("|") if text.strip()] or [""], seed=seed, tol=tol, image=image, decoder=decoder,
         )
         emit_rows(format_rows(rows), rows, json_path, model)
 

@@ -11,11 +11,13 @@ from diffinv.applications.dataset import is_dataset
 from diffinv.cli.common import (
     DTYPE_HELP,
     MODEL_HELP,
+    SCHEDULER_HELP,
     app,
     check_names,
     echo_report,
     read_images,
     save_images,
+    save_noise_comparison,
     user_errors,
 )
 from diffinv.utils.specs import parse_options
@@ -27,7 +29,7 @@ def generate(
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     seed: int = typer.Option(0, help="seed of the initial noise (same noise as diffusers' Generator().manual_seed)"),
-    scheduler: str = typer.Option("ddim", help="ddim, euler, dpm++1, dpm++2m or dpm++3m"),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of sampling steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
@@ -70,7 +72,7 @@ def invert(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt used for inversion (empty for real images)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
-    scheduler: str = typer.Option("ddim", help="ddim, euler, dpm++1, dpm++2m or dpm++3m"),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of sampler steps to invert"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
     method: str = typer.Option("naive", help="sampler inversion method"),
@@ -83,7 +85,8 @@ def invert(
     batch_size: int = typer.Option(8, help="dataset runs: images per batch (memory is bounded by the batch)"),
     overwrite: bool = typer.Option(False, help="dataset runs: redo images already done with these settings"),
 ) -> None:
-    """Recover z_0 and z_T; write noise/latent .safetensors, reconstruction.png and report.json.
+    """Recover z_0 and z_T; write noise/latent .safetensors, reconstruction.png and report.json (with
+    --reference also noise.png: the true and the recovered noise side by side).
 
     Given a folder, a glob or a manifest, stream it in batches into OUT/results.jsonl (resumable; under
     accelerate launch or torchrun each process takes its share)."""
@@ -129,6 +132,8 @@ def invert(
             save_tensor(folder / "noise.safetensors", "noise", result.noise)
             save_tensor(folder / "latent.safetensors", "latent", result.latent)
             save_images(folder, reconstruction.images, "reconstruction")
+            if true_noise is not None and true_noise.shape == result.noise.shape:
+                save_noise_comparison(folder / "noise.png", true_noise, result.noise)
             write_json(folder / "report.json", report)
         echo_report(report)
 

@@ -22,6 +22,7 @@ watermark_app = typer.Typer(no_args_is_help=True, help="Tree-Ring watermarks: em
 app.add_typer(watermark_app, name="watermark")
 
 MODEL_HELP = "'tiny' (bundled), a local diffusers folder, or a hub id"
+SCHEDULER_HELP = "ddim, euler, dpm++1, dpm++2m, dpm++3m or flow-euler (default: the model's own: flow-euler on SD3 and Flux, else ddim)"
 DTYPE_HELP = "float32 or float16: the dtype the model's weights run in (latents stay float32)"
 
 
@@ -107,10 +108,37 @@ def check_names(scheduler: str, method: str, decoder: str, guidance: float = 1.0
 
 def read_images(pipe, paths: list[Path], resize: bool):
     """Image files as one batch for `pipe` (notes about conversions go to stderr)."""
+    from diffinv.pipeline import default_image_side
     from diffinv.utils.images import load_images
 
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = default_image_side(pipe)
     loaded = load_images(paths, pipe.vae_scale_factor, size=(size, size), resize=resize)
     for note in loaded.notes:
         typer.echo(f"note: {note}", err=True)
     return loaded.tensor
+
+
+def save_comparison(path: Path, panels: list[tuple[str, object]]) -> None:
+    """One row of labelled images (PIL images or [H, W] arrays shown in gray) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.5))
+    for ax, (title, picture) in zip(axes, panels):
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_noise_comparison(path: Path, true_noise, recovered) -> None:
+    """The first image's true and recovered noise side by side (first latent channel, +-3 mapped to black/white)
+    and their difference magnified 10x: what `invert --reference` recovered, at a glance."""
+    true_map, found_map = (noise[0, 0].float().cpu().numpy() for noise in (true_noise, recovered))
+    scale = lambda values: ((values + 3) / 6).clip(0, 1)  # noqa: E731
+    save_comparison(path, [("true noise", scale(true_map)), ("recovered", scale(found_map)),
+                           ("difference x10", scale(10 * (found_map - true_map)))])

@@ -7,25 +7,18 @@ from typing import Optional
 
 import typer
 
-from diffinv.cli.common import DTYPE_HELP, MODEL_HELP, app, check_names, echo_report, read_images, user_errors
+from diffinv.cli.common import (
+    DTYPE_HELP,
+    MODEL_HELP,
+    SCHEDULER_HELP,
+    app,
+    check_names,
+    echo_report,
+    read_images,
+    save_comparison,
+    user_errors,
+)
 from diffinv.utils.specs import parse_options
-
-
-def save_comparison(path: Path, panels: list[tuple[str, object]]) -> None:
-    """One row of labelled images (PIL images or [H, W] arrays shown in gray) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.5))
-    for ax, (title, picture) in zip(axes, panels):
-        ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 @app.command()
@@ -37,7 +30,7 @@ def edit(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     mode: str = typer.Option("prompt-to-prompt", help="prompt-to-prompt or diffedit"),
     mask: Optional[Path] = typer.Option(None, help="mask image, any size (white = region to edit); default: DiffEdit's estimate"),
-    scheduler: str = typer.Option("ddim", help="ddim, euler, dpm++1, dpm++2m or dpm++3m"),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of sampler steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
     method: str = typer.Option("exact", help="sampler inversion method"),

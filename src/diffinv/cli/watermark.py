@@ -11,6 +11,7 @@ import typer
 from diffinv.applications.dataset import is_dataset
 from diffinv.cli.common import (
     MODEL_HELP,
+    SCHEDULER_HELP,
     check_names,
     echo_report,
     read_images,
@@ -32,7 +33,7 @@ def watermark_embed(
     channel: int = typer.Option(-1, help="latent channel that carries a new key (Tree-Ring: the last)"),
     radius: Optional[int] = typer.Option(None, help="radius of a new key in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
     pattern: str = typer.Option("ring", help="ring, rand or zeros"),
-    scheduler: str = typer.Option("ddim", help="ddim, euler, dpm++1, dpm++2m or dpm++3m"),
+    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of sampling steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
 ) -> None:
@@ -66,7 +67,7 @@ def watermark_detect(
     key: list[Path] = typer.Option(..., help="key file written by `watermark embed` (repeat for several keys)"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt for inversion (Tree-Ring: empty)"),
-    scheduler: str = typer.Option("ddim", help="sampler to invert"),
+    scheduler: Optional[str] = typer.Option(None, help="sampler to invert; " + SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of steps to invert"),
     guidance: float = typer.Option(1.0, help="guidance used for inversion (Tree-Ring: 1)"),
     method: str = typer.Option("naive", help="sampler inversion method"),

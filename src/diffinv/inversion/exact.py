@@ -161,7 +161,7 @@ class StepProblem:
 
     def gradient(self, z: torch.Tensor) -> Evaluation:
         """Direction J_Phi(z)^T (Phi(z) - x_t), the gradient of ||Phi(z) - x_t||^2 / 2 (one backward pass)."""
-        with torch.inference_mode(False), torch.enable_grad(), frozen(self.denoiser.unet):
+        with torch.inference_mode(False), torch.enable_grad(), frozen(self.denoiser.network):
             variable = z.clone().requires_grad_(True)
             image, prediction = self.phi(variable)
             difference = (image - self.target).detach()
@@ -179,7 +179,7 @@ class StepProblem:
         CPU attention kernels, so attention runs on the math backend there); J^T u is a backward pass
         on a graph built once here. Every product counts as one network call in the denoiser's NFE.
         """
-        with torch.inference_mode(False), torch.enable_grad(), frozen(self.denoiser.unet):
+        with torch.inference_mode(False), torch.enable_grad(), frozen(self.denoiser.network):
             variable = z.clone().requires_grad_(True)
             image, _ = self.phi(variable)
 

@@ -1,4 +1,4 @@
-"""Loading a `StableDiffusionPipeline`: the bundled model, a local diffusers folder, or a hub id."""
+"""Loading a supported diffusers pipeline (SD 1.x/2.x, SDXL, SD3, Flux): the bundled model, a local folder, or a hub id."""
 
 from __future__ import annotations
 
@@ -54,18 +54,29 @@ def resolve(name_or_path: str | Path) -> Path | str:
 
 
 #: The pipeline classes diffinv inverts (the `_class_name` of a folder's model_index.json).
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline", "FluxPipeline")
+
+
+#: Components an SD3 folder may leave out (saved as null or not at all): then loaded as None.
+OPTIONAL_SD3_PARTS = ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor")
+
+
+def diffusers_config(source: Path | str) -> dict:
+    """The model_index.json of `source` (a folder or a cached hub id)."""
+    from diffusers import DiffusionPipeline
+
+    return dict(DiffusionPipeline.load_config(str(source)))
 
 
 def pipeline_class(source: Path | str) -> type:
     """The diffusers pipeline class named in `source`'s model_index.json, if diffinv supports it."""
-    from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
+    import diffusers
 
-    config = DiffusionPipeline.load_config(str(source))
+    config = diffusers_config(source)
     name = config.get("_class_name", "")
     if name not in SUPPORTED_PIPELINES:
         raise ModelNotFoundError(f"{source} holds a {name or 'unnamed'} pipeline; diffinv supports {', '.join(SUPPORTED_PIPELINES)}")
-    return StableDiffusionXLPipeline if name == "StableDiffusionXLPipeline" else StableDiffusionPipeline
+    return getattr(diffusers, name)
 
 
 def load(
@@ -73,8 +84,8 @@ def load(
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device | None = None,
 ):
-    """A `StableDiffusionPipeline` or `StableDiffusionXLPipeline` (the class model_index.json names) from
-    "tiny" (bundled), a local diffusers folder, or a hub id.
+    """A `StableDiffusionPipeline`, `StableDiffusionXLPipeline`, `StableDiffusion3Pipeline` or `FluxPipeline`
+    (the class model_index.json names) from "tiny" (bundled), a local diffusers folder, or a hub id.
 
     Hub ids load from the local Hugging Face cache only when the hub cannot be reached; a missing
     one raises ModelNotFoundError that names it. Device defaults to CUDA when available.
@@ -84,6 +95,9 @@ def load(
     try:
         kind = pipeline_class(source)
         extra = dict(safety_checker=None, requires_safety_checker=False) if kind is StableDiffusionPipeline else {}
+        if kind.__name__ == "StableDiffusion3Pipeline":  # SD3 runs without T5 (and the IP-adapter parts) when absent
+            present = diffusers_config(source)
+            extra = {name: None for name in OPTIONAL_SD3_PARTS if not (present.get(name) or [None])[0]}
         pipe = kind.from_pretrained(source, dtype=dtype, **extra)
     except OSError as error:
         if isinstance(source, Path):

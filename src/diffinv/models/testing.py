@@ -133,3 +133,74 @@ def save_tiny_pipeline(folder: str | Path, **kwargs) -> Path:
     folder = Path(folder)
     tiny_pipeline(**kwargs).save_pretrained(folder)
     return folder
+
+
+def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8, shift: float = 3.0, dynamic_shifting: bool = False):
+    """A random-weight `StableDiffusion3Pipeline`: two CLIP text encoders with projection (pooled embedding
+    = both projections), no T5 (SD3 then pads with zeros), an MMDiT transformer with patch size 2, a VAE
+    with SD3's shift factor, and the flow-matching Euler scheduler (`shift`, or dynamic shifting by image size)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+
+    def text_encoder() -> CLIPTextModelWithProjection:
+        return CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=32, hidden_act="gelu",
+        ))
+
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=sample_size,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=sample_size * 2,
+        scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift, use_dynamic_shifting=dynamic_shifting)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder(), tokenizer=tokenizer,
+        text_encoder_2=text_encoder(), tokenizer_2=tokenizer, text_encoder_3=None, tokenizer_3=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch.float32)
+
+
+def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
+    """A random-weight `FluxPipeline`: a CLIP text encoder (pooled embedding) and a small T5 (token embeddings;
+    the local CLIP tokenizer stands in for T5's), a Flux transformer on 2x2-packed latents with guidance
+    embedding (FLUX.1-dev style, or none: schnell style), a VAE with a shift factor, and the flow-matching
+    scheduler with dynamic shifting as FLUX.1 configures it. diffinv's default images are the VAE's 32x32
+    (latents 4 x 16 x 16); diffusers' own call defaults to 256x256 here, so pass height and width to it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, hidden_act="gelu",
+    ))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, dropout_rate=0.0,
+                                 pad_token_id=tokenizer.pad_token_id))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds, axes_dims_rope=(4, 2, 2),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=32,
+        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=t5,
+                        tokenizer_2=tokenizer, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch.float32)

@@ -9,8 +9,12 @@ update math lives in `diffinv.sampler.solvers`.
 Names: ``ddim`` (DDIM, eta 0), ``euler`` (diffusers' `EulerDiscreteScheduler`, SDXL's default: DDIM
 in the sigma parametrisation, on the Euler scheduler's own timesteps and sigmas, Karras sigmas
 included) and ``dpm++1``, ``dpm++2m``, ``dpm++3m`` (DPM-Solver++ multistep of order 1, 2, 3,
-``algorithm_type="dpmsolver++"`` with the config's ``lower_order_final`` and ``final_sigmas_type``).
-Every sampler works on variance-preserving latents; a sigma-parametrised scheduler's x = z / alpha.
+``algorithm_type="dpmsolver++"`` with the config's ``lower_order_final`` and ``final_sigmas_type``)
+on variance-preserving latents (a sigma-parametrised scheduler's x = z / alpha), and ``flow-euler``
+(diffusers' `FlowMatchEulerDiscreteScheduler`, SD3's and Flux's) on the straight path of flow matching,
+x = (1 - sigma) x0 + sigma eps: its Euler step x + (sigma_end - sigma_start) v is the DDIM update on those
+levels, so it shares the solver, and every inversion method, with the others. The flow scheduler's shifted
+sigmas come from diffusers (the config's `shift`, or dynamic shifting by the image's token count).
 """
 
 from __future__ import annotations
@@ -19,12 +23,21 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+)
 
 from diffinv.models.prediction import PREDICTION_TYPES, Point
 
-#: Scheduler name -> DPM-Solver++ order (None for the first-order DDIM and Euler).
-SCHEDULERS: dict[str, int | None] = {"ddim": None, "euler": None, "dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3}
+#: Scheduler name -> DPM-Solver++ order (None for the first-order DDIM, Euler and flow Euler).
+SCHEDULERS: dict[str, int | None] = {"ddim": None, "euler": None, "dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3, "flow-euler": None}
+#: The samplers of flow-matching models (velocity prediction on x = (1 - sigma) x0 + sigma eps).
+FLOW_SCHEDULERS = ("flow-euler",)
+#: The samplers of diffusion (variance-preserving) models.
+DIFFUSION_SCHEDULERS = tuple(name for name in SCHEDULERS if name not in FLOW_SCHEDULERS)
 
 
 @dataclass(frozen=True)
@@ -60,16 +73,39 @@ class Schedule:
         return [step.timestep for step in self.steps]
 
 
-def check_scheduler_name(name: str) -> str:
-    """Return `name` if it is a supported scheduler, else raise a ValueError listing the choices."""
-    if name not in SCHEDULERS:
+def check_scheduler_name(name: str | None) -> str | None:
+    """Return `name` if it is a supported scheduler (None: the model's default), else raise a ValueError."""
+    if name is not None and name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     return name
 
 
-def diffusers_scheduler(name: str, config) -> DDIMScheduler | EulerDiscreteScheduler | DPMSolverMultistepScheduler:
+def is_flow_config(config) -> bool:
+    """Whether a scheduler config is a flow-matching one (a `shift`, no beta schedule), as SD3's and Flux's are."""
+    return "shift" in config and "beta_start" not in config
+
+
+def default_scheduler(config) -> str:
+    """The sampler a model uses unless told otherwise: flow-euler on flow-matching models, else ddim."""
+    return "flow-euler" if is_flow_config(config) else "ddim"
+
+
+def resolve_scheduler(name: str | None, config) -> str:
+    """`name` (or the model's default when None), refused with a one-line error if the model cannot use it."""
+    name = check_scheduler_name(name) or default_scheduler(config)
+    flow_model, flow_sampler = is_flow_config(config), name in FLOW_SCHEDULERS
+    if flow_model != flow_sampler:
+        usable = FLOW_SCHEDULERS if flow_model else DIFFUSION_SCHEDULERS
+        kind = "a flow-matching" if flow_model else "a diffusion (noise-prediction)"
+        raise ValueError(f"scheduler {name!r} does not fit {kind} model; choose one of {', '.join(usable)}")
+    return name
+
+
+def diffusers_scheduler(name: str, config):
     """The diffusers scheduler a user would swap in for `name`, built from a pipeline's scheduler config."""
     order = SCHEDULERS[check_scheduler_name(name)]
+    if name == "flow-euler":
+        return FlowMatchEulerDiscreteScheduler.from_config(config)
     if name == "euler":
         return EulerDiscreteScheduler.from_config(config)
     if order is None:
@@ -144,11 +180,45 @@ def _dpm_steps(scheduler: DPMSolverMultistepScheduler, num_steps: int) -> list[S
     return steps
 
 
-def make_schedule(name: str, config, num_steps: int) -> Schedule:
-    """The schedule of sampler `name` at `num_steps` steps for a pipeline's scheduler `config`."""
+def dynamic_shift(config, image_seq_len: int) -> float:
+    """The flow scheduler's mu for an image of `image_seq_len` transformer tokens: linear from base_shift at
+    base_image_seq_len to max_shift at max_image_seq_len, as the SD3 and Flux pipelines compute it."""
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * slope + base_shift - slope * base_len
+
+
+def _flow_steps(scheduler: FlowMatchEulerDiscreteScheduler) -> list[Step]:
+    config = scheduler.config
+    if config.get("stochastic_sampling", False) or config.get("invert_sigmas", False):
+        raise ValueError("flow matching with stochastic sampling or inverted sigmas is not invertible; set both to False")
+    points = [Point(alpha=1.0 - float(sigma), sigma=float(sigma)) for sigma in scheduler.sigmas.double().numpy()]
+    return [Step(index, _network_timestep(t), points[index], points[index + 1], 1) for index, t in enumerate(scheduler.timesteps)]
+
+
+def make_schedule(name: str | None, config, num_steps: int, image_seq_len: int | None = None,
+                  sigmas: list[float] | None = None) -> Schedule:
+    """The schedule of sampler `name` (None: the model's default) at `num_steps` steps for a pipeline's
+    scheduler `config`. A flow scheduler with dynamic shifting needs the image's transformer token count
+    `image_seq_len` (the pipelines pass it; `diffinv.pipeline` computes it from the latent size); `sigmas`
+    are the unshifted flow sigmas a pipeline passes itself (Flux), before the scheduler shifts them."""
     if num_steps < 1:
         raise ValueError(f"steps must be at least 1, got {num_steps}")
+    name = resolve_scheduler(name, config)
     scheduler = diffusers_scheduler(name, config)
+    if sigmas is not None and not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        raise ValueError("custom sigmas are for flow-matching schedulers only")
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        shift: dict = {}
+        if scheduler.config.use_dynamic_shifting:
+            if image_seq_len is None:
+                raise ValueError("this flow scheduler shifts its sigmas by image size; pass image_seq_len")
+            shift["mu"] = dynamic_shift(scheduler.config, image_seq_len)
+        if sigmas is not None:
+            shift["sigmas"] = list(sigmas)
+        scheduler.set_timesteps(None if sigmas is not None else num_steps, **shift)
+        return Schedule(name=name, steps=tuple(_flow_steps(scheduler)), prediction_type="flow", init_noise_sigma=1.0)
     if scheduler.config.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
     scheduler.set_timesteps(num_steps)
