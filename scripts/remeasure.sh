@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Re-run every measurement the README and docs/ quote for the bundled model, in two lanes of one torch
-# thread each (about 100 minutes on a 2-core CPU). Tables and JSON go to ${OUT:-runs/remeasure}/; the
-# decoder Pareto plot to docs/decoder_pareto.png. Use it after changing the bundled weights.
+# thread each (about 3 hours on a 2-core CPU: the n=16 watermark runs and the editing bench are most of
+# it). Tables and JSON go to ${OUT:-runs/remeasure}/; the decoder Pareto plot to docs/decoder_pareto.png.
+# Use it after changing the bundled weights. The *_v2 runs are the previous model's side of the README's
+# before/after table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,17 +12,24 @@ D="${DIFFINV_VENV:-.venv}/bin/diffinv"
 P="${DIFFINV_VENV:-.venv}/bin/python"
 B="${OUT:-runs/remeasure}"
 mkdir -p "$B"
+HELD=$("$P" -c "from diffinv.train.probe import probe_prompts; print('|'.join(probe_prompts(4)))")  # held-out captions
 lane1() {
   bash scripts/demo.sh > "$B/demo.txt"
   "$D" invert runs/demo/generated/image.png --model tiny --prompt "a red square on a blue background" --scheduler ddim \
     --steps 50 --guidance 3 --method naive --decoder encoder --reference runs/demo/generated --out "$B/inv_naive" > "$B/cli_naive.txt"
   "$D" bench watermark --model tiny --n 6 --attacks clean --generation-guidance 3 --known-prompt \
     --json "$B/watermark_known.json" > "$B/watermark_known.txt"
-  "$D" bench sampler-inversion --model tiny --n 1 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 \
-    --methods naive,fixed-point,exact,exact-aa,exact-lm --json "$B/sampler.json" > "$B/sampler.txt"
-  "$D" bench watermark --model tiny --n 6 --attacks rotation,crop,brightness --json "$B/watermark_geo.json" > "$B/watermark_geo.txt"
+  "$D" bench sampler-inversion --model tiny --n 4 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 --prompt "$HELD" \
+    --methods naive,fixed-point,exact,exact-aa --json "$B/sampler.json" > "$B/sampler.txt"
+  "$D" bench sampler-inversion --model models/tiny-v2 --n 4 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 \
+    --prompt "$HELD" --methods naive,exact-aa --json "$B/sampler_v2.json" > "$B/sampler_v2.txt"
+  "$D" bench decoder-inversion --model tiny --frames 1,4 --iterations 20,50,100 --prompts "$HELD" \
+    --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder_samples.json" > "$B/decoder_samples.txt"
+  "$D" bench decoder-inversion --model models/tiny-v2 --frames 4 --iterations 20,50,100 --prompts "$HELD" \
+    --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder_samples_v2.json" > "$B/decoder_samples_v2.txt"
   "$P" -m diffinv.train probe --model src/diffinv/weights/tiny --trajectories 4 --last 5 --json "$B/probe.json" > "$B/probe.txt"
   "$P" -m diffinv.train evaluate --model src/diffinv/weights/tiny --json "$B/eval.json" > "$B/eval.txt"
+  "$D" bench editing --model tiny --n 8 --json "$B/editing.json" > "$B/editing.txt"
 }
 lane2() {
   "$D" bench reconstruction --model tiny --images skimage,white --generated 4 --steps 50 --guidance 1 \
@@ -36,8 +45,14 @@ lane2() {
     --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder256.json" > "$B/decoder256.txt"
   "$D" bench decoder-inversion --model tiny --frames 16 --iterations 20,50 --dtype float32 --video-size 64 --chunk-size 4 \
     --methods gradient-free,gradient,forward-step --json "$B/decoder_chunk4.json" > "$B/decoder_chunk4.txt"
-  "$D" bench watermark --model tiny --n 6 --attacks clean,jpeg,blur,noise --json "$B/watermark.json" > "$B/watermark.txt"
-  "$D" bench editing --model tiny --n 8 --json "$B/editing.json" > "$B/editing.txt"
+  "$D" bench watermark --model tiny --n 16 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \
+    --pipelines encoder+naive,gradient-free+naive --json "$B/wm_attacks.json" > "$B/wm_attacks.txt"
+  "$D" bench watermark --model tiny --n 16 --attacks clean --pipelines gradient+naive,gradient-free+exact \
+    --json "$B/wm_clean2.json" > "$B/wm_clean2.txt"
+  "$D" bench watermark --model tiny --n 16 --scheduler dpm++2m --steps 10 --attacks clean \
+    --pipelines encoder+naive,gradient+naive,gradient-free+naive,gradient-free+exact --json "$B/wm_dpm.json" > "$B/wm_dpm.txt"
+  "$D" bench watermark --model models/tiny-v2 --n 16 --attacks clean --pipelines encoder+naive,gradient-free+naive \
+    --json "$B/wm_v2.json" > "$B/wm_v2.txt"
 }
 lane1 2> "$B/lane1.err" &
 first=$!

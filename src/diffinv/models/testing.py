@@ -28,6 +28,15 @@ SD_SCHEDULER_CONFIG = dict(
 )
 
 
+def tiny_text_config(tokenizer, **extra) -> CLIPTextConfig:
+    """The tiny CLIP text-encoder config every test pipeline uses (2 layers, width 32), plus `extra` fields."""
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **extra,
+    )
+
+
 def tiny_pipeline(
     seed: int = 0,
     sample_size: int = 8,
@@ -38,19 +47,7 @@ def tiny_pipeline(
     """A random-weight `StableDiffusionPipeline`: latents 4 x sample_size^2, VAE factor 2**(vae_blocks-1)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
     unet = UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
@@ -99,11 +96,7 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
     tokenizer = build_tokenizer()
 
     def text_config() -> CLIPTextConfig:
-        return CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=32, hidden_act="gelu",
-        )
+        return tiny_text_config(tokenizer, projection_dim=32, hidden_act="gelu")
 
     text_encoder = CLIPTextModel(text_config())
     text_encoder_2 = CLIPTextModelWithProjection(text_config())
@@ -146,11 +139,7 @@ def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8, shift: float = 3.0, d
     tokenizer = build_tokenizer()
 
     def text_encoder() -> CLIPTextModelWithProjection:
-        return CLIPTextModelWithProjection(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=32, hidden_act="gelu",
-        ))
+        return CLIPTextModelWithProjection(tiny_text_config(tokenizer, projection_dim=32, hidden_act="gelu"))
 
     transformer = SD3Transformer2DModel(
         sample_size=sample_size, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
@@ -182,11 +171,7 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, hidden_act="gelu",
-    ))
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer, hidden_act="gelu"))
     t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, dropout_rate=0.0,
                                  pad_token_id=tokenizer.pad_token_id))
     transformer = FluxTransformer2DModel(
