@@ -136,3 +136,23 @@ def test_editing_benchmark_rows(pipe):
     assert all(r["success"] is None and r["background_psnr"] is not None for r in photo)
     table = format_rows(rows)
     assert "bg PSNR" in table and "exact-aa" in table
+
+
+def test_background_scores_skip_images_edited_whole():
+    """An image whose edit region covers it whole has no background: it is left out of the background
+    scores (counted), instead of blanking them for the batch."""
+    from types import SimpleNamespace
+
+    from diffinv.applications.editing import edit_scores
+
+    image = torch.zeros(2, 3, 8, 8)
+    edited = image.clone()
+    edited[0] += 0.1  # off by 0.05 of the unit range everywhere: 26.0 dB
+    edited[1] = 1.0
+    background = torch.ones(2, 1, 8, 8)
+    background[1] = 0
+    scores = edit_scores(SimpleNamespace(reconstruction=image, edited=edited), image, background=background)
+    assert scores["background_images"] == 1
+    assert scores["background_psnr"] == pytest.approx(26.02, abs=0.01)
+    none_left = edit_scores(SimpleNamespace(reconstruction=image, edited=edited), image, background=torch.zeros(2, 1, 8, 8))
+    assert "background_psnr" not in none_left and none_left["background_images"] == 0

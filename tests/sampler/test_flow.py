@@ -136,3 +136,28 @@ def test_flux_tree_ring_and_refusals(flux, tmp_path):
         diffinv.seeded_noise(flux, 0, height=34, width=34)
     flux.save_pretrained(tmp_path / "flux")
     assert type(load(tmp_path / "flux")).__name__ == "FluxPipeline"
+
+
+def test_cli_on_a_saved_sd3_folder(sd3, tmp_path):
+    """The commands a user runs: generate and invert a saved SD3 folder with the model's default sampler,
+    and a one-line refusal of a diffusion sampler."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from diffinv.cli import app
+
+    sd3.save_pretrained(tmp_path / "sd3")
+    runner = CliRunner()
+    common = ["--model", str(tmp_path / "sd3"), "--prompt", PROMPTS[0], "--steps", "6", "--guidance", "1"]
+    made = runner.invoke(app, ["generate", *common, "--seed", "3", "--out", str(tmp_path / "gen")])
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(app, ["invert", "--latent", str(tmp_path / "gen" / "latent.safetensors"), *common,
+                                 "--method", "exact", "--method-option", "anderson=3", "--method-option", "tol=1e-6",
+                                 "--reference", str(tmp_path / "gen"), "--out", str(tmp_path / "inv")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "inv" / "report.json").read_text())
+    assert report["scheduler"] == "flow-euler" and report["noise_nmse"] < 1e-6
+    refused = runner.invoke(app, ["generate", *common, "--scheduler", "ddim", "--out", str(tmp_path / "bad")])
+    assert refused.exit_code == 2 and "does not fit a flow-matching model" in refused.output
+    assert not (tmp_path / "bad").exists()

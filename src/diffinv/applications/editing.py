@@ -251,11 +251,16 @@ def edit(
 
 def edit_scores(result: EditResult, image: torch.Tensor, background: torch.Tensor | None = None) -> dict[str, float]:
     """Reconstruction PSNR/SSIM against the input; with a `background` region (1 = keep), the edited image's
-    PSNR/SSIM against the input there (how much of what should stay did stay)."""
+    PSNR/SSIM against the input there (how much of what should stay did stay), averaged over the images
+    that have any background left (`background_images` counts them; an edit that covers an image whole has none)."""
     scores = {"reconstruction_psnr": psnr(result.reconstruction, image), "reconstruction_ssim": ssim(result.reconstruction, image)}
-    if background is not None and bool(background.flatten(1).any(1).all()):
-        scores["background_psnr"] = psnr(result.edited, image, where=background)
-        scores["background_ssim"] = ssim(result.edited, image, where=background)
+    if background is not None:
+        has = background.flatten(1).any(1).cpu()
+        if bool(has.any()):
+            edited, reference, region = result.edited.cpu()[has], image.cpu()[has], background.cpu()[has]
+            scores["background_psnr"] = psnr(edited, reference, where=region)
+            scores["background_ssim"] = ssim(edited, reference, where=region)
+        scores["background_images"] = int(has.sum())
     return scores
 
 

@@ -319,7 +319,7 @@ class ImplicitInversion:
 
         Not from the first solver's iterate: on a folded step the forward step drifts along the directions
         with negative eigenvalues, lowering the residual while leaving the basin of the true solution (on
-        models/tiny-v1, DDIM-50 at 7.5, dense LM reached 3.3e-6 from the naive start and stalled at 1.4e-4
+        the first bundled model, DDIM-50 at 7.5, dense LM reached 3.3e-6 from the naive start and stalled at 1.4e-4
         from the forward step's best iterate)."""
         solver = dense(problem.jacobian) if self.refine == "lm-dense" else matrix_free(problem.linearize, self.refine_inner)
         lm = levenberg_marquardt(problem.residual, solver, start, problem.relative, self.loop.get("tol"),

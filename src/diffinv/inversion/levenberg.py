@@ -1,7 +1,7 @@
 """Levenberg-Marquardt for one inverse step (matrix-free or dense): for the steps first-order solvers cannot finish.
 
 Near t = 0 with strong guidance a sampling step Phi is badly conditioned (singular values down to 1e-4
-and eigenvalues with negative real part on models/tiny-v1): the forward step and fixed-point
+and eigenvalues with negative real part on the first bundled model): the forward step and fixed-point
 iteration drift along the negative directions, and gradient descent stalls where J^T r is nearly zero
 although r is not. A Gauss-Newton step does not care about either. Each outer iteration solves the
 damped least-squares problem
