@@ -16,7 +16,7 @@ from diffinv.inversion import InversionResult, check_method_name, invert_latent
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, default_latent_side, is_flux, latent_channels, network_of
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import Schedule, check_scheduler_name, make_schedule
+from diffinv.sampler.schedule import Schedule, check_scheduler_name, make_schedule, resolve_scheduler
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.measure import measure
 from diffinv.utils.metrics import nmse, psnr, ssim
@@ -165,13 +165,12 @@ def invert(
     `image` is a [B, 3, H, W] tensor in [-1, 1] or PIL image(s); exactly one of `image` and `latent`;
     `scheduler` None is the model's default sampler.
     """
-    check_scheduler_name(scheduler)
+    resolve_scheduler(scheduler, pipe.scheduler.config)  # an unknown sampler, or one the model cannot use
     check_method_name(method)
     check_decoder_name(decoder)
     if (image is None) == (latent is None):
         raise ValueError("give exactly one of image and latent")
     device = network_of(pipe).device
-    pipeline_schedule(pipe, scheduler, steps)  # refuses a sampler the model cannot use before any work
     decoded = None
     with measure(device) as total:
         if image is not None:

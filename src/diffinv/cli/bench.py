@@ -156,7 +156,7 @@ def bench_sampler_inversion(
         pipe = load(model, dtype=dtype)
         rows = run_sampler_benchmark(
             pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list,
-            prompt=[text.strip() for text in prompt.split("|") if text.strip()] or [""], seed=seed, tol=tol, image=image, decoder=decoder,
+            prompt=split_list(prompt, "|") or [""], seed=seed, tol=tol, image=image, decoder=decoder,
         )
         emit_rows(format_rows(rows), rows, json_path, model)
 
@@ -185,7 +185,7 @@ def bench_decoder_inversion(
         run_decoder_benchmark(
             pipe, frames=whole_numbers(frames), iterations=whole_numbers(iterations), methods=variants,
             dtype=split_list(dtypes), out_json=json_path, out_plot=plot, model_name=model,
-            sample_prompts=[p for p in prompts.split("|") if p] or None, chunk_size=chunk_size, seed=seed,
+            sample_prompts=split_list(prompts, "|") or None, chunk_size=chunk_size, seed=seed,
             video_size=video_size,
         )
 

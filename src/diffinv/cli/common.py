@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -22,6 +22,9 @@ watermark_app = typer.Typer(no_args_is_help=True, help="Tree-Ring watermarks: em
 app.add_typer(watermark_app, name="watermark")
 
 MODEL_HELP = "'tiny' (bundled), a local diffusers folder, or a hub id"
+#: The repeatable KEY=VALUE options of every command that inverts (`--method-option`, `--decoder-option`).
+MethodOptions = Annotated[Optional[list[str]], typer.Option("--method-option", help="KEY=VALUE for the method, repeatable")]
+DecoderOptions = Annotated[Optional[list[str]], typer.Option("--decoder-option", help="KEY=VALUE for the decoder, repeatable")]
 SCHEDULER_HELP = "ddim, euler, dpm++1, dpm++2m, dpm++3m or flow-euler (default: the model's own: flow-euler on SD3 and Flux, else ddim)"
 DTYPE_HELP = "float32 or float16: the dtype the model's weights run in (latents stay float32)"
 
@@ -45,9 +48,9 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def split_list(text: str) -> list[str]:
-    """'a, b,c' -> ['a', 'b', 'c'] (empty items dropped)."""
-    return [item.strip() for item in text.split(",") if item.strip()]
+def split_list(text: str, separator: str = ",") -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c'] (empty items dropped); prompts, which hold commas, use separator '|'."""
+    return [item.strip() for item in text.split(separator) if item.strip()]
 
 
 def whole_numbers(text: str) -> list[int]:

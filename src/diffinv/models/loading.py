@@ -68,11 +68,12 @@ def diffusers_config(source: Path | str) -> dict:
     return dict(DiffusionPipeline.load_config(str(source)))
 
 
-def pipeline_class(source: Path | str) -> type:
-    """The diffusers pipeline class named in `source`'s model_index.json, if diffinv supports it."""
+def pipeline_class(source: Path | str, config: dict | None = None) -> type:
+    """The diffusers pipeline class named in `source`'s model_index.json (`config`, when already read), if
+    diffinv supports it."""
     import diffusers
 
-    config = diffusers_config(source)
+    config = diffusers_config(source) if config is None else config
     name = config.get("_class_name", "")
     if name not in SUPPORTED_PIPELINES:
         raise ModelNotFoundError(f"{source} holds a {name or 'unnamed'} pipeline; diffinv supports {', '.join(SUPPORTED_PIPELINES)}")
@@ -93,11 +94,11 @@ def load(
     source = resolve(name_or_path)
     dtype = parse_dtype(dtype)
     try:
-        kind = pipeline_class(source)
+        config = diffusers_config(source)
+        kind = pipeline_class(source, config)
         extra = dict(safety_checker=None, requires_safety_checker=False) if kind is StableDiffusionPipeline else {}
         if kind.__name__ == "StableDiffusion3Pipeline":  # SD3 runs without T5 (and the IP-adapter parts) when absent
-            present = diffusers_config(source)
-            extra = {name: None for name in OPTIONAL_SD3_PARTS if not (present.get(name) or [None])[0]}
+            extra = {name: None for name in OPTIONAL_SD3_PARTS if not (config.get(name) or [None])[0]}
         pipe = kind.from_pretrained(source, dtype=dtype, **extra)
     except OSError as error:
         if isinstance(source, Path):
