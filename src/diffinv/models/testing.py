@@ -37,6 +37,16 @@ def tiny_text_config(tokenizer, **extra) -> CLIPTextConfig:
     )
 
 
+def tiny_vae(image_size: int, blocks: int = 2, **extra) -> AutoencoderKL:
+    """The tiny 4-channel `AutoencoderKL` of the test pipelines (factor 2**(blocks-1)), plus `extra` config
+    fields (scaling and shift factors, no quant convs for SD3/Flux)."""
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple([8, 16, 16, 16][:blocks]),
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=1, norm_num_groups=4, sample_size=image_size, **extra,
+    )
+
+
 def tiny_pipeline(
     seed: int = 0,
     sample_size: int = 8,
@@ -60,17 +70,7 @@ def tiny_pipeline(
         attention_head_dim=4,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=tuple([8, 16, 16, 16][:vae_blocks]),
-        down_block_types=("DownEncoderBlock2D",) * vae_blocks,
-        up_block_types=("UpDecoderBlock2D",) * vae_blocks,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=sample_size * 2 ** (vae_blocks - 1),
-    )
+    vae = tiny_vae(sample_size * 2 ** (vae_blocks - 1), vae_blocks)
     scheduler = DDIMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": prediction_type, "timestep_spacing": timestep_spacing})
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -106,11 +106,7 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=sample_size * 2,
-        scaling_factor=0.13025,
-    )
+    vae = tiny_vae(sample_size * 2, scaling_factor=0.13025)
     config = {**SD_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
     sampler = EulerDiscreteScheduler(**{k: v for k, v in config.items() if k in ("num_train_timesteps", "beta_start",
                                         "beta_end", "beta_schedule", "steps_offset", "timestep_spacing", "prediction_type")})
@@ -146,11 +142,7 @@ def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8, shift: float = 3.0, d
         num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
         pos_embed_max_size=sample_size,
     )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=sample_size * 2,
-        scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
-    )
+    vae = tiny_vae(sample_size * 2, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=shift, use_dynamic_shifting=dynamic_shifting)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder(), tokenizer=tokenizer,
@@ -178,11 +170,7 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
         joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds, axes_dims_rope=(4, 2, 2),
     )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, norm_num_groups=4, sample_size=32,
-        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-    )
+    vae = tiny_vae(32, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
                                                 base_image_seq_len=256, max_image_seq_len=4096)
     pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=t5,
