@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import diffinv
-from diffinv.applications.attention import token_alignment
+from diffinv.applications.attention import AttentionInjection, changed_tokens, token_alignment
 from diffinv.applications.editing import edit, prepare_mask
 from diffinv.utils.images import ImageError, load_mask
 
@@ -63,6 +63,44 @@ def test_estimated_mask_marks_where_the_prompts_disagree(pipe, image):
     assert set(result.mask.unique().tolist()) <= {0.0, 1.0} and 0 < result.mask.mean() < 1
 
 
+def test_local_blending_keeps_the_source_branch_outside_the_attention_mask(pipe, image):
+    result = edit(pipe, image, SOURCE, TARGET, method="naive", steps=6, guidance=3.0, mode_options={"local_blend": 0.3})
+    assert result.mask_source == "attention" and result.mask.shape == (1, 1, 8, 8)
+    assert set(result.mask.unique().tolist()) <= {0.0, 1.0} and result.mask.sum() > 0
+    outside = (1 - result.mask).bool().expand_as(result.edited_latent)
+    if outside.any():  # the last step's mask: outside it the edited branch is the source branch
+        assert torch.equal(result.edited_latent[outside], result.reconstruction_latent[outside])
+    same = edit(pipe, image, SOURCE, SOURCE, method="naive", steps=6, guidance=3.0, inversion=result.inversion,
+                mode_options={"local_blend": 0.3})
+    assert same.mask.sum() == 0  # no changed words, nothing to edit
+    assert torch.allclose(same.edited_latent, same.reconstruction_latent, atol=1e-4, rtol=0)
+
+
+def test_blend_mask_is_the_union_of_both_branches_attention_regions():
+    controller = AttentionInjection(torch.zeros(1, 4, dtype=torch.long), guided=True, cross_timesteps=set(),
+                                    self_timesteps=set(), blend_words=torch.ones(2, 4))
+    maps = torch.full((2, 64), 0.01)
+    maps[0, 8 * 1 + 1] = 1.0  # source branch: the word at (1, 1) of an 8x8 map
+    maps[1, 8 * 6 + 5] = 0.5  # edited branch: at (6, 5), weaker; each branch is scaled to its own maximum
+    controller.word_maps[64] = maps
+    mask = controller.blend_mask((16, 16), threshold=0.3)
+    expected = torch.zeros(8, 8)
+    expected[0:3, 0:3] = 1  # 3x3 max-pool around each peak
+    expected[5:8, 4:7] = 1
+    assert torch.equal(mask[0, 0], expected.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert controller.blend_mask((16, 16), threshold=0.999).sum() == 2 * 9 * 4  # the peaks survive any threshold < 1
+    with pytest.raises(RuntimeError, match="no cross-attention maps"):
+        AttentionInjection(torch.zeros(1, 4, dtype=torch.long), True, set(), set()).blend_mask((16, 16), 0.3)
+
+
+def test_changed_tokens_mark_the_swapped_words():
+    swap = changed_tokens([0, 5, 6, 7, 1], [0, 5, 9, 7, 1], 8)
+    assert swap[0].tolist() == [0, 0, 1, 0, 0, 0, 0, 0] and swap[1].tolist() == [0, 0, 1, 0, 0, 0, 0, 0]
+    inserted = changed_tokens([0, 5, 7, 1], [0, 5, 9, 8, 7, 1], 8)
+    assert inserted[0].sum() == 0 and inserted[1].tolist() == [0, 0, 1, 1, 0, 0, 0, 0]
+    assert changed_tokens([0, 5, 1], [0, 5, 1], 4).sum() == 0
+
+
 def test_token_alignment():
     swap = token_alignment([0, 5, 6, 7, 1], [0, 5, 9, 7, 1], 8)
     assert swap.tolist() == list(range(8))  # a word swap maps every position to itself
@@ -77,6 +115,8 @@ def test_bad_inputs_are_refused(pipe, image, tmp_path):
         edit(pipe, image, SOURCE, TARGET, mode="paint", steps=4)
     with pytest.raises(ValueError, match="unknown option"):
         edit(pipe, image, SOURCE, TARGET, mode_options={"cross": 0.5}, steps=4)
+    with pytest.raises(ValueError, match="local_blend is a threshold"):
+        edit(pipe, image, SOURCE, TARGET, mode_options={"local_blend": 1.5}, steps=4)
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         edit(pipe, image, SOURCE, TARGET, mode_options={"cross_fraction": 1.5}, steps=4)
     with pytest.raises(ValueError, match="finite values in \\[0, 1\\]"):
@@ -124,9 +164,15 @@ def test_cli_edit_writes_every_output_and_refuses_bad_input(model_dir, image, tm
 def test_editing_benchmark_rows(pipe):
     from diffinv.bench.editing import format_rows, run_editing_benchmark
 
-    rows = run_editing_benchmark(pipe, n=2, schedulers=[("ddim", 4)], guidances=[3.0], methods=["naive", "exact-aa"],
-                                 photos=["coffee"], progress=False)
-    assert len(rows) == 2 * 2 * 3  # methods x modes x (colour, shape, photos)
+    modes = ["prompt-to-prompt", "diffedit", "prompt-to-prompt:local_blend=0.3"]
+    rows = run_editing_benchmark(pipe, n=2, schedulers=[("ddim", 4)], guidances=[3.0], modes=modes,
+                                 methods=["naive", "exact-aa", "true-noise"], photos=["coffee"], progress=False)
+    assert len(rows) == 3 * 3 * 2 + 2 * 3  # methods x modes x (colour, shape) + the two inverting methods' photos
+    assert {r["mode"] for r in rows} == set(modes)
+    with pytest.raises(ValueError, match="local_blend is a threshold"):
+        run_editing_benchmark(pipe, n=1, modes=["prompt-to-prompt:local_blend=2"], progress=False)
+    truth = [r for r in rows if r["label"] == "true-noise"]
+    assert {r["images"] for r in truth} == {"scenes"} and all(r["reconstruction_psnr"] > 60 for r in truth)
     scenes = [r for r in rows if r["images"] == "scenes"]
     assert all(0 <= r["success"] <= 1 and r["background_psnr"] > 0 and r["nfe"] > 0 for r in scenes)
     exact = [r for r in rows if r["label"] == "exact-aa"]

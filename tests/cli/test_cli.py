@@ -165,3 +165,17 @@ def test_overhead_benchmark_matches_diffusers_inversion(model_dir, tmp_path):
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert len(rows) == 2 and all(row["noise_nmse_between"] < 1e-10 for row in rows)  # the same inversion
     assert all(row["diffinv_seconds"] > 0 and row["diffusers_seconds"] > 0 for row in rows)
+
+
+def test_editing_benchmark_command_takes_mode_specs(model_dir, tmp_path):
+    out = tmp_path / "editing.json"
+    result = run("bench", "editing", "--model", model_dir, "--n", 1, "--schedulers", "ddim:3", "--guidances", "3",
+                 "--methods", "naive,true-noise", "--modes", "prompt-to-prompt:local_blend=0.3,self_fraction=0,diffedit",
+                 "--edits", "colour", "--photos", "", "--json", out)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert {(row["label"], row["mode"]) for row in rows} == {
+        (label, mode) for label in ("naive", "true-noise") for mode in ("prompt-to-prompt:local_blend=0.3,self_fraction=0", "diffedit")
+    }
+    result = run("bench", "editing", "--model", model_dir, "--modes", "prompt-to-prompt:blend=1")
+    assert result.exit_code == 2 and "unknown option(s) blend" in result.output

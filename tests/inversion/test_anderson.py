@@ -48,3 +48,22 @@ def test_rows_are_mixed_independently():
     both = fixed_point(step, torch.zeros_like(solution), 40, anderson=5)
     first = fixed_point(lambda z: step(torch.cat([z, torch.zeros_like(z)]))[:1], torch.zeros_like(solution[:1]), 40, anderson=5)
     assert torch.allclose(both.latent[:1], first.latent, atol=1e-12)
+
+
+@pytest.mark.parametrize("anderson", [0, 2])
+def test_a_stalled_latent_does_not_stop_the_rest_of_the_batch(anderson):
+    """Latent 0 contracts towards 1 (halving its error each plain step); latent 1 has no solution (a constant
+    residual) and plateaus after 3 evaluations. Latent 0 must still reach the tolerance, latent 1 stay put."""
+    from diffinv.inversion.implicit import Evaluation, iterate
+
+    def evaluate(z):
+        direction = torch.stack([0.5 * (z[0] - 1.0), torch.zeros_like(z[1])])
+        residual = torch.stack([(z[0] - 1.0).abs().max(), torch.tensor(1.0)])
+        return Evaluation(direction=direction, residual=residual, extra=z * 10)
+
+    start = torch.tensor([[3.0], [5.0]])
+    result = iterate(evaluate, start, max_iter=200, tol=1e-6, anderson=anderson, stall=3)
+    assert abs(float(result.latent[0]) - 1.0) <= 1e-6  # went on after latent 1 stopped
+    assert float(result.latent[1]) == 5.0
+    assert not result.converged and result.stop == "plateau" and result.residual == 1.0
+    assert torch.equal(result.extra, result.latent * 10)  # each latent's extra is from its own best iterate

@@ -224,5 +224,7 @@ def test_benchmark_cycles_prompts_over_seeds(pipe):
     assert both["prompts"] == ["a red circle", "a blue square"]
     assert both["noise_nmse"] == pytest.approx((first["noise_nmse"] + second["noise_nmse"]) / 2, rel=1e-5)
     assert first["noise_nmse"] != pytest.approx(second["noise_nmse"], rel=1e-3)
+    assert both["noise_nmse_each"] == pytest.approx([first["noise_nmse"], second["noise_nmse"]], rel=1e-5)
+    assert both["converged_each"] == [True, True]
     with pytest.raises(ValueError, match="no prompt"):
         run_sampler_benchmark(pipe, n=1, prompt=[], **grid)

@@ -21,9 +21,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 
 #: Self-attention maps with more queries than this keep their own values (the paper's 16 ** 2).
 SELF_ATTENTION_MAX_QUERIES = 16**2
+
+
+def common_ends(source: Sequence[int], target: Sequence[int]) -> tuple[int, int]:
+    """Lengths of the common prefix and the (non-overlapping) common suffix of two token sequences."""
+    prefix = 0
+    while prefix < min(len(source), len(target)) and source[prefix] == target[prefix]:
+        prefix += 1
+    suffix = 0
+    while (suffix < min(len(source), len(target)) - prefix
+           and source[len(source) - 1 - suffix] == target[len(target) - 1 - suffix]):
+        suffix += 1
+    return prefix, suffix
 
 
 def token_alignment(source: Sequence[int], target: Sequence[int], length: int) -> torch.Tensor:
@@ -32,13 +45,7 @@ def token_alignment(source: Sequence[int], target: Sequence[int], length: int) -
     `source` and `target` are the prompts' token ids without padding (start and end tokens included);
     positions after the prompts (padding) follow the end token's offset.
     """
-    prefix = 0
-    while prefix < min(len(source), len(target)) and source[prefix] == target[prefix]:
-        prefix += 1
-    suffix = 0
-    while (suffix < min(len(source), len(target)) - prefix
-           and source[len(source) - 1 - suffix] == target[len(target) - 1 - suffix]):
-        suffix += 1
+    prefix, suffix = common_ends(source, target)
     offset = len(source) - len(target)
     mapping = torch.full((length,), -1, dtype=torch.long)
     for position in range(length):
@@ -51,11 +58,24 @@ def token_alignment(source: Sequence[int], target: Sequence[int], length: int) -
     return mapping
 
 
+def changed_tokens(source: Sequence[int], target: Sequence[int], length: int) -> torch.Tensor:
+    """[2, length] indicators of the tokens between the prompts' common prefix and suffix (the swapped words):
+    row 0 over the source's positions, row 1 over the target's. Identical prompts change nothing."""
+    prefix, suffix = common_ends(source, target)
+    words = torch.zeros(2, length)
+    words[0, prefix: max(len(source) - suffix, prefix)] = 1
+    words[1, prefix: max(len(target) - suffix, prefix)] = 1
+    return words[:, :length]
+
+
 class AttentionInjection:
     """The controller the processors consult: which maps to replace, at which timesteps, for which rows."""
 
-    def __init__(self, alignments: torch.Tensor, guided: bool, cross_timesteps: set[float], self_timesteps: set[float]):
+    def __init__(self, alignments: torch.Tensor, guided: bool, cross_timesteps: set[float], self_timesteps: set[float],
+                 blend_words: torch.Tensor | None = None):
         self.alignments = alignments  # [B, tokens]: source position per target position, -1 = keep own
+        self.blend_words = blend_words  # [2B, tokens]: the changed words of each source, then each target row
+        self.word_maps: dict[int, torch.Tensor] = {}  # queries -> [2B, queries], summed attention to those words
         self.guided = guided
         self.cross_timesteps = {float(t) for t in cross_timesteps}
         self.self_timesteps = {float(t) for t in self_timesteps}
@@ -68,12 +88,14 @@ class AttentionInjection:
 
     def edit(self, probabilities: torch.Tensor, heads: int, cross: bool) -> torch.Tensor:
         """Attention probabilities [rows * heads, queries, keys] with the edited branch's maps replaced."""
+        first = probabilities.shape[0] // heads // 2 if self.guided else 0  # the conditional half
+        if cross and self.blend_words is not None:
+            self._record(probabilities, heads, first)
         active = self.cross_timesteps if cross else self.self_timesteps
         if self.timestep not in active or (not cross and probabilities.shape[1] > SELF_ATTENTION_MAX_QUERIES):
             return probabilities
         rows = probabilities.shape[0] // heads
         maps = probabilities.view(rows, heads, *probabilities.shape[1:]).clone()
-        first = rows // 2 if self.guided else 0  # the conditional half
         count = self.images
         source, edited = maps[first: first + count], maps[first + count: first + 2 * count]
         if cross:
@@ -86,6 +108,27 @@ class AttentionInjection:
             maps[first + count: first + 2 * count] = source
         self.injected += 1
         return maps.view_as(probabilities)
+
+    def _record(self, probabilities: torch.Tensor, heads: int, first: int) -> None:
+        rows, queries, keys = probabilities.shape[0] // heads, probabilities.shape[1], probabilities.shape[2]
+        branches = probabilities.view(rows, heads, queries, keys)[first: first + 2 * self.images].float().mean(1)
+        weights = self.blend_words[:, :keys].to(branches.device, branches.dtype)
+        attention = torch.einsum("bqk,bk->bq", branches, weights).detach()
+        self.word_maps[queries] = self.word_maps[queries] + attention if queries in self.word_maps else attention
+
+    def blend_mask(self, latent_size: tuple[int, int], threshold: float) -> torch.Tensor:
+        """[B, 1, h, w] in {0, 1}: where either branch attends to its changed words (local blending's edit region)."""
+        if not self.word_maps:
+            raise RuntimeError("no cross-attention maps were recorded: local blending needs a cross-attention UNet")
+        queries = max(self.word_maps)
+        height, width = latent_size
+        factor = round((height * width / queries) ** 0.5)
+        maps = self.word_maps[queries].view(-1, 1, height // factor, width // factor)
+        maps = F.max_pool2d(maps, 3, stride=1, padding=1)
+        maps = F.interpolate(maps, size=latent_size, mode="nearest")
+        maps = maps / maps.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        region = maps > threshold
+        return (region[: self.images] | region[self.images:]).float()
 
 
 class InjectingProcessor:

@@ -7,13 +7,16 @@ Modes, both on the one sampler loop (`diffinv.sampler.sampling.sample`):
   cross-attention maps for the first `cross_fraction` of the steps (0.8, the paper's word-swap
   setting) and its self-attention maps for the first `self_fraction` (0.4), see
   `diffinv.applications.attention`. Nothing is pasted, so what stays of the background is what the
-  inversion reconstructs (the comparison of Hong et al., CVPR 2024).
+  inversion reconstructs (the comparison of Hong et al., CVPR 2024). With `local_blend` (a threshold,
+  0.3 in the paper's `LocalBlend`; off by default) the edited branch takes the source branch's latent
+  after every step outside the region where either branch attends to the swapped words.
 - ``"diffedit"`` (Couairon et al. 2023): a mask, given or estimated from the difference of the noise
   predictions under the two prompts (`estimate_mask`), and after every step the edited branch's latent
   outside the mask replaced by the source branch's latent at that step.
 
 The mask is always reported (`mask`, latent resolution; `image_mask`, image resolution): in
-prompt-to-prompt it is only used to score the background.
+prompt-to-prompt it is only used to score the background, or it is local blending's attention mask
+(`mask_source` "attention") when blending and no mask is given.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from diffinv.applications.attention import AttentionInjection, injected, token_alignment
+from diffinv.applications.attention import AttentionInjection, changed_tokens, injected, token_alignment
 from diffinv.inversion import InversionResult
 from diffinv.models.denoiser import Denoiser, network_of
 from diffinv.models.prediction import Point
@@ -39,10 +42,11 @@ from diffinv.utils.metrics import psnr, ssim
 
 MODES = ("prompt-to-prompt", "diffedit")
 
-#: Defaults from the papers: P2P's word-swap notebook (cross 0.8, self 0.4); DiffEdit as diffusers
+#: Defaults from the papers: P2P's word-swap notebook (cross 0.8, self 0.4; local blending off, its
+#: threshold 0.3 when used); DiffEdit as diffusers
 #: implements it (encode strength 0.5, 10 noise draws, clamp at 3x the mean, threshold 0.5).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "prompt-to-prompt": {"cross_fraction": 0.8, "self_fraction": 0.4},
+    "prompt-to-prompt": {"cross_fraction": 0.8, "self_fraction": 0.4, "local_blend": None},
     "diffedit": {"strength": 0.5, "draws": 10, "clamp_ratio": 3.0, "threshold": 0.5, "mask_seed": 0},
 }
 
@@ -105,6 +109,8 @@ def resolve_mode_options(mode: str, options: dict[str, Any] | None) -> dict[str,
     for name in ("cross_fraction", "self_fraction", "strength", "threshold"):
         if name in resolved and not 0.0 <= float(resolved[name]) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {resolved[name]}")
+    if resolved.get("local_blend") is not None and not 0.0 < float(resolved["local_blend"]) < 1.0:
+        raise ValueError(f"local_blend is a threshold in (0, 1) (0.3 in the paper), got {resolved['local_blend']}")
     if "draws" in resolved and int(resolved["draws"]) < 1:
         raise ValueError(f"draws must be >= 1, got {resolved['draws']}")
     return resolved
@@ -200,8 +206,9 @@ def edit(
     schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
     latent_size = (images.shape[-2] // pipe.vae_scale_factor, images.shape[-1] // pipe.vae_scale_factor)
     given = prepare_mask(mask, count, latent_size) if mask is not None else None
+    blending = mode == "prompt-to-prompt" and options["local_blend"] is not None
     if mode == "prompt-to-prompt":
-        alignments = _alignments(pipe, sources, targets)
+        alignments, words = _alignments(pipe, sources, targets)
     reused = inversion is not None
     if reused and (inversion.noise.shape[0] != count or inversion.scheduler != scheduler or inversion.steps != steps):
         raise ValueError("the given inversion does not match these images and sampler settings")
@@ -213,6 +220,8 @@ def edit(
         nfe = inversion.nfe
         if given is not None:
             latent_mask, mask_source = given.to(inversion.latent.device), "given"
+        elif blending:
+            latent_mask, mask_source = None, "attention"
         else:
             diffedit_options = resolve_mode_options("diffedit", {k: v for k, v in options.items() if k in MODE_DEFAULTS["diffedit"]})
             latent_mask = estimate_mask(pipe, inversion.latent.float(), sources, targets, guidance, **diffedit_options)
@@ -224,17 +233,21 @@ def edit(
         if mode == "prompt-to-prompt":
             cross = set(schedule.timesteps[: round(options["cross_fraction"] * len(schedule))])
             self_ = set(schedule.timesteps[: round(options["self_fraction"] * len(schedule))])
-            controller = AttentionInjection(alignments, denoiser.guided, cross, self_)
-            with injected(pipe.unet, controller):
-                latents = sample(denoiser, schedule, noise, progress=progress).final
-            injected_maps = controller.injected
-        else:
-            def keep_background(index: int, x: torch.Tensor) -> torch.Tensor:
-                x = x.clone()
-                x[count:] = latent_mask * x[count:] + (1 - latent_mask) * x[:count]
-                return x
+            controller = AttentionInjection(alignments, denoiser.guided, cross, self_,
+                                            blend_words=torch.cat([words[:, 0], words[:, 1]]) if blending else None)
 
-            latents = sample(denoiser, schedule, noise, progress=progress, after_step=keep_background).final
+            def blend_locally(index: int, x: torch.Tensor) -> torch.Tensor:
+                return _keep_source(x, controller.blend_mask(latent_size, float(options["local_blend"])).to(x.device))
+
+            with injected(pipe.unet, controller):
+                latents = sample(denoiser, schedule, noise, progress=progress,
+                                 after_step=blend_locally if blending else None).final
+            injected_maps = controller.injected
+            if latent_mask is None:
+                latent_mask = controller.blend_mask(latent_size, float(options["local_blend"])).to(latents.device)
+        else:
+            latents = sample(denoiser, schedule, noise, progress=progress,
+                             after_step=lambda index, x: _keep_source(x, latent_mask)).final
         decoded = decode(pipe, latents)
         nfe += denoiser.nfe
     image_mask = F.interpolate(latent_mask.float().cpu(), size=images.shape[-2:], mode="nearest")
@@ -247,6 +260,14 @@ def edit(
     )
     result.metrics = edit_scores(result, images.float().cpu(), background=1 - image_mask if mask_source == "given" else None)
     return result
+
+
+def _keep_source(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Latents [source rows; edited rows] with each edited row outside `mask` (1 = edit) taken from its source row."""
+    count = x.shape[0] // 2
+    x = x.clone()
+    x[count:] = mask * x[count:] + (1 - mask) * x[:count]
+    return x
 
 
 def edit_scores(result: EditResult, image: torch.Tensor, background: torch.Tensor | None = None) -> dict[str, float]:
@@ -264,11 +285,13 @@ def edit_scores(result: EditResult, image: torch.Tensor, background: torch.Tenso
     return scores
 
 
-def _alignments(pipe, sources: list[str], targets: list[str]) -> torch.Tensor:
-    """Token alignment of each (source, target) pair for prompt-to-prompt."""
+def _alignments(pipe, sources: list[str], targets: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token alignment [B, tokens] of each (source, target) pair for prompt-to-prompt, and its changed
+    words [B, 2, tokens] (source's, target's) for local blending."""
     tokenizer = pipe.tokenizer
-    rows = []
+    alignments, words = [], []
     for source, target in zip(sources, targets):
         ids = tokenizer([source, target], truncation=True, max_length=tokenizer.model_max_length).input_ids
-        rows.append(token_alignment(ids[0], ids[1], tokenizer.model_max_length))
-    return torch.stack(rows)
+        alignments.append(token_alignment(ids[0], ids[1], tokenizer.model_max_length))
+        words.append(changed_tokens(ids[0], ids[1], tokenizer.model_max_length))
+    return torch.stack(alignments), torch.stack(words)

@@ -10,6 +10,9 @@ SSIM against the input. An edit succeeds when the checker reads the target colou
 source background in the edited image. Photos: scikit-image's photos with a given mask (a centred
 disc), "a photo" -> "a photo with a red circle", background PSNR/SSIM outside the mask (the edit
 itself cannot be read there). Inversion runs once per (image batch, method) and serves both modes.
+The method `true-noise` edits generated scenes from the noise they were sampled from (a perfect
+inversion, no decoder inversion): the ceiling each mode reaches, which tells an inversion's shortfall
+from the mode's own; photos have no true noise and skip it.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ from diffinv.applications.editing import edit_scores, resolve_mode_options
 from diffinv.bench.images import skimage_images
 from diffinv.bench.sampler import resolve_method
 from diffinv.bench.tables import Column, format_table
+from diffinv.inversion import InversionResult
 from diffinv.pipeline import default_image_side, generate, seeded_noise
 from diffinv.train.scenes import COLORS, SHAPES, caption, read_scene, shape_region
 from diffinv.utils.images import tensor_to_pil
+from diffinv.utils.specs import parse_spec
 
-DEFAULT_METHODS = ("naive", "exact-aa", "easyinv", "renoise", "fixed-point")
+TRUE_NOISE = "true-noise"
+DEFAULT_METHODS = (TRUE_NOISE, "naive", "exact-aa", "easyinv", "renoise", "fixed-point")
 DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))
 DEFAULT_GUIDANCES = (3.0, 7.5)
 EDITS = ("colour", "shape")
@@ -83,24 +89,32 @@ def background_of(inputs: torch.Tensor, edited: torch.Tensor, grow: int) -> torc
     return torch.stack(keep)[:, None].float()
 
 
-def _row(result, inputs: torch.Tensor, background: torch.Tensor, success: float | None, **settings: Any) -> dict[str, Any]:
+def _row(result, inputs: torch.Tensor, background: torch.Tensor, success: float | None, mode: str, **settings: Any) -> dict[str, Any]:
     scores = edit_scores(result, inputs, background=background)
-    return {**settings, "mode": result.mode, "method": result.inversion.method, "decoder": result.inversion.decoder,
+    return {**settings, "mode": mode, "method": result.inversion.method, "decoder": result.inversion.decoder,
             "background_psnr": scores.get("background_psnr"), "background_ssim": scores.get("background_ssim"),
             "reconstruction_psnr": scores["reconstruction_psnr"], "success": success, "nfe": result.nfe,
             "seconds": result.seconds / len(inputs), "peak_memory_bytes": result.peak_memory_bytes,
             "converged": result.inversion.converged}
 
 
-def _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, mode_options, mask, **settings):
-    """Every mode for one method from one inversion (each result's NFE and seconds include it)."""
-    method, options = resolve_method(label, tol)
-    inversion = None
-    for mode in modes:
+def _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, mask, inversion=None, **settings):
+    """(mode spec, result) for every mode for one method from one inversion (each result's NFE and seconds
+    include it); a given `inversion` (the true noise) is used as it is."""
+    method, options = ("naive", {}) if label == TRUE_NOISE else resolve_method(label, tol)
+    for spec in modes:
+        mode, mode_options = parse_spec(spec)
         result = run_edit(pipe, inputs, sources, targets, method=method, decoder=decoder, mode=mode, mask=mask,
-                          method_options=options, mode_options=mode_options.get(mode), inversion=inversion, **settings)
+                          method_options=options, mode_options=mode_options, inversion=inversion, **settings)
         inversion = result.inversion
-        yield result
+        yield spec, result
+
+
+def check_mode_spec(spec: str) -> str:
+    """`spec` ("mode" or "mode:key=value,...") if its mode and options are valid, else a ValueError."""
+    mode, options = parse_spec(spec)
+    resolve_mode_options(mode, options)
+    return spec
 
 
 def run_editing_benchmark(
@@ -116,20 +130,21 @@ def run_editing_benchmark(
     tol: float = 1e-4,
     grow: int = 2,
     seed: int = 0,
-    mode_options: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One row per (images, edit, sampler, guidance, method, mode), averaged over the images."""
-    mode_options = mode_options or {}
-    for mode in modes:
-        resolve_mode_options(mode, mode_options.get(mode))
+    """One row per (images, edit, sampler, guidance, method, mode), averaged over the images. A mode is a
+    spec with options after a colon (``prompt-to-prompt:local_blend=0.3``), shown as written."""
+    for spec in modes:
+        check_mode_spec(spec)
     for label in methods:
-        resolve_method(label, tol)
+        if label != TRUE_NOISE:
+            resolve_method(label, tol)
     for kind in edits:
         if kind not in EDITS:
             raise ValueError(f"unknown edit {kind!r}; choose from {', '.join(EDITS)}")
     rows: list[dict[str, Any]] = []
-    cells = len(schedulers) * len(guidances) * (len(edits) + (1 if photos else 0)) * len(methods)
+    photo_methods = [label for label in methods if label != TRUE_NOISE]
+    cells = len(schedulers) * len(guidances) * (len(edits) * len(methods) + (len(photo_methods) if photos else 0))
     bar = tqdm(total=cells, desc="editing benchmark", disable=not progress)
     size = default_image_side(pipe)
     photo_batch = torch.stack([item.image for item in skimage_images(size, photos)]) if photos else None
@@ -142,23 +157,25 @@ def run_editing_benchmark(
             for kind in edits:
                 pairs = scene_edits(n, kind, seed)
                 sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
-                made = generate(pipe, sources, noise=torch.cat([seeded_noise(pipe, seed + i) for i in range(n)]), **settings)
+                noise = torch.cat([seeded_noise(pipe, seed + i) for i in range(n)])
+                made = generate(pipe, sources, noise=noise, **settings)
                 inputs = made.image.cpu()
+                truth = InversionResult(noise=noise, latent=made.latent, method=TRUE_NOISE, **settings)
                 for label in methods:
-                    for result in _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, mode_options,
-                                            None, **settings):
+                    for mode, result in _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, None,
+                                                  inversion=truth if label == TRUE_NOISE else None, **settings):
                         readings = [read_scene(np.asarray(im)) for im in result.edited_images]
                         hits = [(r.color, r.background) == (t[0], t[2]) if kind == "colour" else
                                 (r.shape, r.color, r.background) == (t[1], t[0], t[2]) for r, (_, _, t) in zip(readings, pairs)]
                         rows.append(_row(result, inputs, background_of(inputs, result.edited, grow), float(np.mean(hits)),
-                                         images="scenes", edit=kind, label=label, **settings))
+                                         mode, images="scenes", edit=kind, label=label, **settings))
                     bar.update(1)
             if photos:
                 count = len(photo_batch)
-                for label in methods:
-                    for result in _edit_all(pipe, photo_batch, [PHOTO_PROMPTS[0]] * count, [PHOTO_PROMPTS[1]] * count,
-                                            label, tol, decoder, modes, mode_options, disc, **settings):
-                        rows.append(_row(result, photo_batch, 1 - disc.expand(count, -1, -1, -1), None,
+                for label in photo_methods:
+                    for mode, result in _edit_all(pipe, photo_batch, [PHOTO_PROMPTS[0]] * count, [PHOTO_PROMPTS[1]] * count,
+                                                  label, tol, decoder, modes, disc, **settings):
+                        rows.append(_row(result, photo_batch, 1 - disc.expand(count, -1, -1, -1), None, mode,
                                          images="photos", edit="mask", label=label, **settings))
                     bar.update(1)
     bar.close()

@@ -111,6 +111,9 @@ def _summary(results: list[InversionResult | None], noises: list[torch.Tensor], 
         "max_step_residual": max(residuals) if residuals else None,
         "converged": not diverged and all(r.converged for r, _, _ in done),
         "diverged": diverged,
+        # per latent, in seed order (None where it blew up): the spread a mean hides
+        "noise_nmse_each": [None if r is None else nmse(r.noise, z) for r, z in zip(results, noises)],
+        "converged_each": [None if r is None else bool(r.converged) for r in results],
     }
     row["peak_memory_mb"] = row["peak_memory_bytes"] / 2**20
     return row
@@ -124,7 +127,7 @@ def run_sampler_benchmark(
     methods: Sequence[str] = DEFAULT_METHODS,
     prompt: str | Sequence[str] = DEFAULT_PROMPT,
     seed: int = 0,
-    tol: float | None = 1e-5,
+    tol: float | None = 1e-6,
     image: bool = False,
     decoder: str = "gradient",
     progress: bool = True,

@@ -132,7 +132,7 @@ def bench_sampler_inversion(
     guidances: str = typer.Option("1,3,7.5", help="comma-separated guidance scales"),
     methods: str = typer.Option("naive,fixed-point,exact,exact-gd,exact-aa",
                                 help="comma-separated: naive, fixed-point, exact, exact-gd, exact-aa, or any registered method"),
-    tol: float = typer.Option(1e-5, help="per-step relative tolerance of the iterative methods"),
+    tol: float = typer.Option(1e-6, help="per-step relative tolerance of the iterative methods (errors grow along the chain at large guidance)"),
     prompt: str = typer.Option("a red circle on a blue background", "--prompt", "-p",
                                help="prompt to generate and invert with; several '|'-separated are cycled over the seeds"),
     image: bool = typer.Option(False, "--image", help="also invert from the decoded image (decoder inversion first)"),
@@ -196,9 +196,11 @@ def bench_editing(
     n: int = typer.Option(8, "--n", help="generated images per (edit, sampler, guidance)"),
     schedulers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
     guidances: str = typer.Option("3,7.5", help="comma-separated guidance scales"),
-    methods: str = typer.Option("naive,exact-aa,easyinv,renoise,fixed-point",
-                                help="comma-separated inversion methods (bench sampler-inversion's labels)"),
-    modes: str = typer.Option("prompt-to-prompt,diffedit", help="comma-separated editing modes"),
+    methods: str = typer.Option("true-noise,naive,exact-aa,easyinv,renoise,fixed-point",
+                                help="comma-separated inversion methods (bench sampler-inversion's labels; "
+                                     "true-noise: the scenes' own noise, a perfect inversion)"),
+    modes: str = typer.Option("prompt-to-prompt,diffedit",
+                              help="comma-separated editing modes, options after a colon (prompt-to-prompt:local_blend=0.3)"),
     edits: str = typer.Option("colour,shape", help="comma-separated scene edits (colour, shape)"),
     photos: str = typer.Option("astronaut,chelsea,coffee,rocket", help="scikit-image photos edited inside a given disc ('' for none)"),
     decoder: str = typer.Option("encoder", help="decoder inversion"),
@@ -208,15 +210,12 @@ def bench_editing(
 ) -> None:
     """Edit generated scenes and photos with every inversion method and mode: background PSNR/SSIM, edit success."""
     with user_errors():
-        from diffinv.applications.editing import resolve_mode_options
-        from diffinv.bench.editing import format_rows, run_editing_benchmark
+        from diffinv.bench.editing import check_mode_spec, format_rows, run_editing_benchmark
         from diffinv.decoder import check_decoder_name
         from diffinv.models.loading import load
 
         scheduler_list, guidance_list = sampler_grid(schedulers, guidances, n)
-        mode_list = split_list(modes)
-        for mode in mode_list:
-            resolve_mode_options(mode, None)
+        mode_list = [check_mode_spec(spec) for spec in split_specs(modes)]
         check_decoder_name(decoder)
         pipe = load(model)
         rows = run_editing_benchmark(pipe, n=n, schedulers=scheduler_list, guidances=guidance_list,

@@ -40,7 +40,7 @@ def edit(
     method_option: MethodOptions = None,
     decoder_option: DecoderOptions = None,
     mode_option: Optional[list[str]] = typer.Option(None, "--mode-option",
-                                                    help="KEY=VALUE for the mode (cross_fraction, self_fraction; strength, draws, threshold, ...)"),
+                                                    help="KEY=VALUE for the mode (cross_fraction, self_fraction, local_blend; strength, draws, threshold, ...)"),
     resize: bool = typer.Option(False, help="resize the image to the model's size instead of refusing other sizes"),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
 ) -> None:

@@ -122,13 +122,15 @@ def iterate(
 ) -> Iteration:
     """Iterate z <- z - rho d(z) (optionally Anderson-mixed, or averaged over the last two updates).
 
-    `evaluate(z)` costs what it costs (one network call for the forward step); the loop evaluates at
-    most `max_iter` iterates, stops as soon as every latent's residual is <= `tol`, or when the best
-    residual has not dropped by a relative `stall_rtol` in `stall` evaluations, or ("diverged") when a
-    residual is not finite or `divergence` times the best one. `average` replaces the
-    update by the mean of the last two plain updates (Pan et al.'s empirical acceleration). Anderson is
-    safeguarded: an iterate whose residual exceeds `restart` times the best one restarts the mixing with a
-    plain step from the best iterate.
+    `evaluate(z)` costs what it costs (one network call for the forward step). Each latent of the batch
+    is tracked on its own, so a batch ends where its members would alone: a latent is done when its
+    residual is <= `tol`, when its best residual has not dropped by a relative `stall_rtol` in `stall`
+    evaluations, or ("diverged") when its residual is not finite or `divergence` times its best; a done
+    latent stays at its best iterate while the others go on, and the loop ends when every latent is done
+    or after `max_iter` evaluations. Each latent's best iterate is returned. `average` replaces the update
+    by the mean of the last two plain updates (Pan et al.'s empirical acceleration). Anderson is
+    safeguarded: a latent whose residual exceeds `restart` times its best restarts the mixing, from its
+    best iterate with a plain step.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
@@ -136,40 +138,59 @@ def iterate(
         raise ValueError("choose Anderson acceleration or averaging, not both")
     schedule = _StepSizeState(step_size or StepSize.constant(1.0))
     mixer = Anderson(anderson) if anderson else None
+    count = start.shape[0]
     z = start
     residuals: list[float] = []
     iterates: list[torch.Tensor] = []
-    best: tuple[float, torch.Tensor, Any, torch.Tensor | None] = (float("inf"), start, None, None)
-    last_progress, previous_update = 0, None
-    stop = "max_iter"
+    best_residual = torch.full((count,), float("inf"), dtype=torch.float64)
+    best_latent, best_direction, best_extra = start.clone(), torch.zeros_like(start), None
+    last_progress = torch.zeros(count, dtype=torch.long)
+    reason = ["max_iter"] * count
+    done = torch.zeros(count, dtype=torch.bool)
+    previous_update = None
     for k in range(max_iter):
         evaluation = evaluate(z)
-        residual = float(evaluation.residual.max())
-        residuals.append(residual)
+        residual = evaluation.residual.detach().double().cpu().reshape(count)
+        residuals.append(float(residual.max()))
         if keep_iterates:
             iterates.append(z)
-        if not torch.isfinite(evaluation.residual).all() or residual > divergence * best[0]:
-            stop = "diverged"
+        finite = torch.isfinite(residual)
+        diverged = ~done & (~finite | (residual > divergence * best_residual))
+        improved = ~done & finite & (residual < best_residual)
+        last_progress[improved & (residual < best_residual * (1.0 - stall_rtol))] = k
+        if bool(improved.any()):
+            rows = improved.to(z.device)
+            best_latent[rows] = z[rows]
+            best_direction[rows] = evaluation.direction[rows]
+            if isinstance(evaluation.extra, torch.Tensor):
+                best_extra = evaluation.extra.clone() if best_extra is None else best_extra
+                best_extra[rows] = evaluation.extra[rows]
+            else:
+                best_extra = evaluation.extra
+            best_residual = torch.where(improved, residual, best_residual)
+        for row in range(count):
+            if done[row]:
+                continue
+            if diverged[row]:
+                reason[row] = "diverged"
+            elif tol is not None and best_residual[row] <= tol:
+                reason[row] = "tolerance"
+            elif stall is not None and k - int(last_progress[row]) >= stall:
+                reason[row] = "plateau"
+            else:
+                continue
+            done[row] = True
+        if bool(done.all()) or k == max_iter - 1:
             break
-        if residual < best[0] * (1.0 - stall_rtol):
-            last_progress = k
-        if residual < best[0]:
-            best = (residual, z, evaluation.extra, evaluation.direction)
-        if tol is not None and residual <= tol:
-            stop = "tolerance"
-            break
-        if stall is not None and k - last_progress >= stall:
-            stop = "plateau"
-            break
-        if k == max_iter - 1:
-            break
+        active = ~done
         rho = schedule.value(k)
         plain = z - rho * evaluation.direction
-        if schedule.observe(residual) and mixer is not None:
+        if schedule.observe(float(residual[active].max())) and mixer is not None:
             mixer.reset()  # the map changed with rho: old differences no longer describe it
-        if mixer is not None and residual > restart * best[0]:
-            mixer.reset()  # the mixed iterate went astray: start again from the best one
-            z = best[1] - rho * best[3]
+        astray = active & (residual > restart * best_residual)
+        if mixer is not None and bool(astray.any()):
+            mixer.reset()  # a mixed iterate went astray: start again from the best one
+            z = torch.where(astray.view(-1, *[1] * (z.ndim - 1)).to(z.device), best_latent - rho * best_direction, plain)
         elif mixer is not None:
             z = mixer.step(z, plain)
         elif average and previous_update is not None:
@@ -177,10 +198,14 @@ def iterate(
         else:
             z = plain
         previous_update = plain
-    residual, latent, extra, _ = best
+        if bool(done.any()):
+            z = torch.where(done.view(-1, *[1] * (z.ndim - 1)).to(z.device), best_latent, z)
+    worst = int(best_residual.argmax())
+    residual = float(best_residual.max())
+    converged = tol is not None and residual <= tol
     return Iteration(
-        latent=latent, residual=residual, converged=tol is not None and residual <= tol, stop=stop,
-        evaluations=len(residuals), residuals=residuals, iterates=iterates, extra=extra,
+        latent=best_latent, residual=residual, converged=converged, stop="tolerance" if converged else reason[worst],
+        evaluations=len(residuals), residuals=residuals, iterates=iterates, extra=best_extra,
     )
 
 
