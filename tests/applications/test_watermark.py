@@ -118,3 +118,12 @@ def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
     assert "TPR@1%FPR" in result.output
     result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--pipelines", "encoder"])
     assert result.exit_code == 2 and "DECODER+METHOD" in result.output
+    result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--pipelines", "encoder+exact:anderson=2,sweeps=0"])
+    assert result.exit_code == 2 and "sweeps" in result.output  # options are checked before any image is made
+    from diffinv.bench.watermark import parse_pipeline
+    assert parse_pipeline("gradient-free+exact:anderson=3,stall=10") == ("gradient-free", "exact", {"anderson": 3, "stall": 10})
+    out = tmp_path / "options.json"
+    result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "2", "--steps", "3", "--attacks", "clean",
+                                 "--pipelines", "encoder+naive,encoder+exact:anderson=2,tol=1e-5", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [row["pipeline"] for row in json.loads(out.read_text())["rows"]] == ["encoder+naive", "encoder+exact:anderson=2,tol=1e-5"]

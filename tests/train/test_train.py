@@ -166,6 +166,12 @@ def test_probe_statistics_and_rows():
     assert len(steps) == 2 and all(r["floor"] > 0 and r["min_singular"] > 0 for r in steps)
     assert {r["method"] for r in rows if "method" in r} == {"naive", "exact"}
     assert "summary:" in format_probe(rows)
+    dpm = invertibility(pipe, trajectories=1, last=2, steps=4, scheduler="dpm++2m", inversion=False)
+    final = [r for r in dpm if r["floor"] == 0.0]  # the last step, to sigma 0: no ratio to a floor
+    assert len(final) == 1 and final[0]["min_singular_over_floor"] is None and final[0]["min_singular"] > 0
+    assert "on the step to sigma 0" in format_probe(dpm) and all(r["scheduler"] == "dpm++2m" for r in dpm)
+    with pytest.raises(ValueError, match="last must be between"):
+        invertibility(pipe, trajectories=1, last=5, steps=4)
 
 
 def test_smoke_train_resume_export(tmp_path, capsys):

@@ -19,10 +19,11 @@ from diffinv.applications.attacks import apply_attack, check_attack
 from diffinv.applications.watermark import WatermarkKey, classify, distance, embed, make_key
 from diffinv.bench.tables import format_table
 from diffinv.decoder import check_decoder_name
-from diffinv.inversion import check_method_name
+from diffinv.inversion import METHODS, check_method_name
 from diffinv.pipeline import generate, invert, latent_shape, seeded_noise
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.metrics import auc, tpr_at_fpr
+from diffinv.utils.specs import parse_spec
 
 DEFAULT_PIPELINES = ("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")
 DEFAULT_ATTACKS = ("clean", "jpeg", "rotation", "crop", "blur", "noise", "brightness")
@@ -38,12 +39,15 @@ COLUMNS = [
 ]
 
 
-def parse_pipeline(spec: str) -> tuple[str, str]:
-    """ "decoder+method" -> (decoder, method), both checked against the known names."""
-    decoder, plus, method = spec.partition("+")
+def parse_pipeline(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """ "decoder+method" or "decoder+method:key=value,..." -> (decoder, method, method options), all checked."""
+    decoder, plus, method_spec = spec.partition("+")
     if not plus:
         raise ValueError(f"inversion pipeline {spec!r} is not DECODER+METHOD (e.g. gradient-free+exact)")
-    return check_decoder_name(decoder), check_method_name(method)
+    method, options = parse_spec(method_spec)
+    check_decoder_name(decoder)
+    METHODS[check_method_name(method)](**options)  # refuse bad options before any work
+    return decoder, method, options
 
 
 @dataclass
@@ -100,9 +104,9 @@ def run_watermark_benchmark(
     progress = tqdm(total=len(attacks) * len(parsed), desc="watermark bench", leave=False)
     for attack in attacks:
         attacked = torch.stack([pil_to_tensor(apply_attack(image, attack)) for image in tensor_to_pil(data.images)])
-        for spec, (decoder, method) in zip(pipelines, parsed):
+        for spec, (decoder, method, options) in zip(pipelines, parsed):
             result = invert(pipe, attacked, prompt=inversion_prompt, scheduler=scheduler, steps=steps,
-                            guidance=inversion_guidance, method=method, decoder=decoder)
+                            guidance=inversion_guidance, method=method, decoder=decoder, method_options=options)
             noise = result.noise.cpu()
             clean, first = data.key_index == -1, data.key_index == 0
             scores = distance(noise, data.keys[0])

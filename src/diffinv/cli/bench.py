@@ -34,7 +34,7 @@ def bench_watermark(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     n: int = typer.Option(8, "--n", help="images per class (clean, and each of 3 keys)"),
     pipelines: str = typer.Option(",".join(("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")),
-                                  help="comma-separated DECODER+METHOD inversion pipelines"),
+                                  help="comma-separated DECODER+METHOD inversion pipelines, method options after a colon (gradient-free+exact:anderson=3)"),
     attacks: str = typer.Option("clean,jpeg,rotation,crop,blur,noise,brightness", help="comma-separated attacks (name or name:strength)"),
     scheduler: Optional[str] = typer.Option(None, help="sampler used to generate and to invert; " + SCHEDULER_HELP),
     steps: int = typer.Option(50, help="sampler steps"),
@@ -49,7 +49,7 @@ def bench_watermark(
         from diffinv.bench.watermark import format_watermark_tables, parse_pipeline, run_watermark_benchmark
         from diffinv.models.loading import load
 
-        pipeline_list = split_list(pipelines)
+        pipeline_list = split_specs(pipelines)
         for spec in pipeline_list:
             parse_pipeline(spec)
         pipe = load(model)

@@ -94,10 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=7.5)
 
-    p = sub.add_parser("probe", help="is the sampler invertible? last DDIM step maps' Jacobians + exact inversion")
+    p = sub.add_parser("probe", help="is the sampler invertible? last step maps' Jacobians + exact inversion")
     p.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--trajectories", type=int, default=4, help="generated latents (held-out prompt i, seed i)")
-    p.add_argument("--last", type=int, default=5, help="how many of the last DDIM step maps")
+    p.add_argument("--last", type=int, default=5, help="how many of the last step maps")
+    p.add_argument("--scheduler", default="ddim", help="sampler whose steps are probed (ddim, dpm++2m, ...)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--no-inversion", dest="inversion", action="store_false", help="skip naive/exact inversion")
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         from diffinv.train.probe import format_probe, invertibility
 
         rows = invertibility(load_pipeline(args.model), trajectories=args.trajectories, last=args.last,
-                             steps=args.steps, guidance=args.guidance, inversion=args.inversion)
+                             steps=args.steps, guidance=args.guidance, inversion=args.inversion,
+                             scheduler=args.scheduler)
         print(format_probe(rows))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

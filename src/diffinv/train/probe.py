@@ -6,11 +6,14 @@ eigenvalues are real and at least sigma_t / sigma_s, its *floor*. A learnt denoi
 eigenvalue with negative real part, or a smallest singular value far below the floor, folds the
 sampler there: two noises reach the same image and no inversion can tell them apart.
 
-`invertibility` generates trajectories at guidance 1, computes the full Jacobian of each of the last
-`last` step maps (`StepProblem.jacobian`, forward-mode columns) and reports, per step, the floor, the
-smallest singular value (and its ratio to the floor), the number of eigenvalues with negative real
+`invertibility` generates trajectories (DDIM by default, guidance 1; any sampler and guidance), computes
+the full Jacobian of each of the last `last` step maps (`StepProblem.jacobian`, forward-mode columns; a
+multistep solver's earlier data predictions held fixed, as exact inversion holds them) and reports, per
+step, the floor, the smallest singular value (and its ratio to the floor), the number of eigenvalues with negative real
 part and the asymmetry ||J - J^T||_F / ||J + J^T||_F; then it inverts each trajectory's z_0 naively and
-exactly and reports the noise NMSE. Training runs it at checkpoints (`unet --probe-every`), and
+exactly and reports the noise NMSE. A step to sigma 0 (DPM-Solver++'s last, which inverts the denoiser
+itself) has floor 0: its ratio is not defined, and its smallest singular value is the denoiser's own
+smallest gain there. Training runs it at checkpoints (`unet --probe-every`), and
 `python -m diffinv.train probe` prints it for any model folder.
 """
 
@@ -24,7 +27,7 @@ from diffinv.inversion import invert_latent
 from diffinv.inversion.exact import StepProblem
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import seeded_noise
-from diffinv.sampler.sampling import sample
+from diffinv.sampler.sampling import sample, step_history
 from diffinv.sampler.schedule import make_schedule
 from diffinv.train.data import heldout_combos
 from diffinv.train.scenes import caption
@@ -47,7 +50,7 @@ def step_statistics(jacobian: torch.Tensor, floor: float) -> dict[str, float]:
     return {
         "floor": floor,
         "min_singular": float(singular.min()),
-        "min_singular_over_floor": float(singular.min() / floor),
+        "min_singular_over_floor": float(singular.min() / floor) if floor > 0 else None,
         "max_singular": float(singular.max()),
         "negative_eigenvalues": int((eigen.real < 0).sum()),
         "min_real_eigenvalue": float(eigen.real.min()),
@@ -57,23 +60,27 @@ def step_statistics(jacobian: torch.Tensor, floor: float) -> dict[str, float]:
 
 @torch.no_grad()
 def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, guidance: float = 1.0,
-                  inversion: bool = True, exact_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                  inversion: bool = True, exact_options: dict[str, Any] | None = None,
+                  scheduler: str = "ddim") -> list[dict[str, Any]]:
     """Rows of the probe (see the module docstring): one per (trajectory, step), then one per
     (trajectory, inversion method) with `noise_nmse`. Trajectory i uses held-out prompt i and seed i."""
+    if not 1 <= last <= steps:
+        raise ValueError(f"last must be between 1 and steps ({steps}), got {last}")
     prompts = probe_prompts(trajectories)
     kind = pipe.scheduler.config.prediction_type
     denoiser = Denoiser.from_pipeline(pipe, prompts, trajectories, guidance, kind)
-    schedule = make_schedule("ddim", pipe.scheduler.config, steps)
+    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
     noise = torch.cat([seeded_noise(pipe, seed) for seed in range(trajectories)])
     path = sample(denoiser, schedule, noise, keep_trajectory=True)
     rows: list[dict[str, Any]] = []
     for index in range(len(schedule.steps) - last, len(schedule.steps)):
         step = schedule.steps[index]
-        problem = StepProblem(denoiser, step, target=path.latents[index + 1])
+        history = tuple(step_history(step, path.data_predictions[:index]))
+        problem = StepProblem(denoiser, step, target=path.latents[index + 1], history=history)
         jacobians = problem.jacobian(path.latents[index])
         floor = step.end.sigma / step.start.sigma
         for i, jacobian in enumerate(jacobians):
-            rows.append({"prompt": prompts[i], "seed": i, "guidance": guidance, "timestep": step.timestep,
+            rows.append({"prompt": prompts[i], "seed": i, "guidance": guidance, "scheduler": schedule.name, "timestep": step.timestep,
                          **step_statistics(jacobian, floor)})
     if inversion:
         for method, options in (("naive", {}), ("exact", exact_options or {"anderson": 3})):
@@ -88,10 +95,15 @@ def summary(rows: list[dict[str, Any]]) -> str:
     """One line: the worst step over all trajectories, and each inversion method's worst noise NMSE."""
     steps = [r for r in rows if "timestep" in r]
     parts = []
+    floored = [r for r in steps if r["min_singular_over_floor"] is not None]
+    if floored:
+        worst = min(floored, key=lambda r: r["min_singular_over_floor"])
+        parts.append(f"min sigma/floor {worst['min_singular_over_floor']:.3f} (t={worst['timestep']})")
+    if len(floored) < len(steps):
+        worst = min((r for r in steps if r["min_singular_over_floor"] is None), key=lambda r: r["min_singular"])
+        parts.append(f"min sigma {worst['min_singular']:.2g} on the step to sigma 0 (t={worst['timestep']})")
     if steps:
-        worst = min(steps, key=lambda r: r["min_singular_over_floor"])
-        parts.append(f"min sigma/floor {worst['min_singular_over_floor']:.3f} (t={worst['timestep']}), "
-                     f"negative eigenvalues {max(r['negative_eigenvalues'] for r in steps)}")
+        parts.append(f"negative eigenvalues {max(r['negative_eigenvalues'] for r in steps)}")
     for method in dict.fromkeys(r["method"] for r in rows if "method" in r):
         worst = max(r["noise_nmse"] for r in rows if r.get("method") == method)
         parts.append(f"{method} noise NMSE <= {worst:.3g}")
@@ -104,8 +116,9 @@ def format_probe(rows: list[dict[str, Any]]) -> str:
              f"{'asym':>7}"]
     for r in rows:
         if "timestep" in r:
+            ratio = "-" if r["min_singular_over_floor"] is None else f"{r['min_singular_over_floor']:.3f}"
             lines.append(f"{r['prompt']:<40}{r['seed']:>5}{r['timestep']:>5}{r['floor']:>8.3f}{r['min_singular']:>9.4f}"
-                         f"{r['min_singular_over_floor']:>9.3f}{r['negative_eigenvalues']:>8}{r['asymmetry']:>7.3f}")
+                         f"{ratio:>9}{r['negative_eigenvalues']:>8}{r['asymmetry']:>7.3f}")
     inversions = [r for r in rows if "method" in r]
     if inversions:
         lines += ["", f"{'prompt':<40}{'seed':>5}  {'method':<7}{'noise NMSE':>12}  converged"]
