@@ -30,6 +30,17 @@ lane1() {
   "$P" -m diffinv.train probe --model src/diffinv/weights/tiny --trajectories 4 --last 5 --json "$B/probe.json" > "$B/probe.txt"
   "$P" -m diffinv.train evaluate --model src/diffinv/weights/tiny --json "$B/eval.json" > "$B/eval.txt"
   "$D" bench editing --model tiny --n 8 --json "$B/editing.json" > "$B/editing.txt"
+  "$D" bench editing --model tiny --n 8 --guidances 7.5 --methods true-noise --photos '' --modes \
+    "prompt-to-prompt,prompt-to-prompt:cross_fraction=0,self_fraction=0,prompt-to-prompt:cross_fraction=1,self_fraction=1" \
+    --json "$B/p2p_ablation.json" > "$B/p2p_ablation.txt"
+  "$D" bench sampler-inversion --model tiny --n 4 --schedulers ddim:50 --guidances 3,7.5 --prompt "$HELD" \
+    --methods naive,exact-aa,exact-lm --json "$B/ddim_lm.json" > "$B/ddim_lm.txt"
+  "$P" -m diffinv.train probe --model src/diffinv/weights/tiny --trajectories 4 --last 2 --guidance 7.5 --no-inversion \
+    --json "$B/probe_ddim75.json" > "$B/probe_ddim75.txt"
+  "$P" -m diffinv.train probe --model src/diffinv/weights/tiny --trajectories 4 --last 2 --steps 10 --scheduler dpm++2m \
+    --guidance 1 --no-inversion --json "$B/probe_dpm1.json" > "$B/probe_dpm1.txt"
+  "$P" -m diffinv.train probe --model src/diffinv/weights/tiny --trajectories 4 --last 1 --steps 10 --scheduler dpm++2m \
+    --guidance 7.5 --no-inversion --json "$B/probe_dpm75.json" > "$B/probe_dpm75.txt"
 }
 lane2() {
   "$D" bench reconstruction --model tiny --images skimage,white --generated 4 --steps 50 --guidance 1 \
