@@ -212,6 +212,9 @@ def edit(
     reused = inversion is not None
     if reused and (inversion.noise.shape[0] != count or inversion.scheduler != scheduler or inversion.steps != steps):
         raise ValueError("the given inversion does not match these images and sampler settings")
+    if reused and float(inversion.guidance) != float(guidance):
+        raise ValueError(f"the given inversion was made at guidance {inversion.guidance}, not {guidance}: "
+                         "its noise regenerates the image only at its own guidance")
     with measure(network_of(pipe).device) as cost:
         if not reused:
             inversion = invert(pipe, images, prompt=sources, scheduler=scheduler, steps=steps, guidance=guidance,
