@@ -239,15 +239,18 @@ def edit(
             controller = AttentionInjection(alignments, denoiser.guided, cross, self_,
                                             blend_words=torch.cat([words[:, 0], words[:, 1]]) if blending else None)
 
+            blend_masks: list[torch.Tensor] = []  # each step's local-blending region; the last is reported
+
             def blend_locally(index: int, x: torch.Tensor) -> torch.Tensor:
-                return _keep_source(x, controller.blend_mask(latent_size, float(options["local_blend"])).to(x.device))
+                blend_masks.append(controller.blend_mask(latent_size, float(options["local_blend"])).to(x.device))
+                return _keep_source(x, blend_masks[-1])
 
             with injected(pipe.unet, controller):
                 latents = sample(denoiser, schedule, noise, progress=progress,
                                  after_step=blend_locally if blending else None).final
             injected_maps = controller.injected
             if latent_mask is None:
-                latent_mask = controller.blend_mask(latent_size, float(options["local_blend"])).to(latents.device)
+                latent_mask = blend_masks[-1]
         else:
             latents = sample(denoiser, schedule, noise, progress=progress,
                              after_step=lambda index, x: _keep_source(x, latent_mask)).final

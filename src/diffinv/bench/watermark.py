@@ -17,13 +17,12 @@ from tqdm.auto import tqdm
 
 from diffinv.applications.attacks import apply_attack, check_attack
 from diffinv.applications.watermark import WatermarkKey, classify, distance, embed, make_key
+from diffinv.bench.reconstruction import parse_method
 from diffinv.bench.tables import format_table
 from diffinv.decoder import check_decoder_name
-from diffinv.inversion import METHODS, check_method_name
 from diffinv.pipeline import generate, invert, latent_shape, seeded_noise
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.metrics import auc, tpr_at_fpr
-from diffinv.utils.specs import parse_spec
 
 DEFAULT_PIPELINES = ("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")
 DEFAULT_ATTACKS = ("clean", "jpeg", "rotation", "crop", "blur", "noise", "brightness")
@@ -44,10 +43,8 @@ def parse_pipeline(spec: str) -> tuple[str, str, dict[str, Any]]:
     decoder, plus, method_spec = spec.partition("+")
     if not plus:
         raise ValueError(f"inversion pipeline {spec!r} is not DECODER+METHOD (e.g. gradient-free+exact)")
-    method, options = parse_spec(method_spec)
-    check_decoder_name(decoder)
-    METHODS[check_method_name(method)](**options)  # refuse bad options before any work
-    return decoder, method, options
+    method, options = parse_method(method_spec)
+    return check_decoder_name(decoder), method, options
 
 
 @dataclass
