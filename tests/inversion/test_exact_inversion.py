@@ -192,7 +192,7 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     naive, exact = (next(r for r in rows if r["method"] == m and r["scheduler"] == "dpm++2m") for m in ("naive", "exact-aa"))
     assert exact["noise_nmse"] < naive["noise_nmse"] / 100 and exact["converged"]
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "magic"])
-    assert bad.exit_code == 2 and "unknown method" in bad.output
+    assert bad.exit_code == 2 and "unknown inversion method" in bad.output
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "exact-lm:refine=bfgs"])
     assert bad.exit_code == 2 and "unknown refine" in bad.output
 

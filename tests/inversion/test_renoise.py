@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from diffinv.bench.images import skimage_images, white_images
-from diffinv.bench.reconstruction import parse_method
+from diffinv.bench.methods import resolve_method
 from diffinv.cli import app
 from diffinv.inversion import METHODS, invert_latent
 from diffinv.inversion.naive import explicit_step
@@ -105,12 +105,12 @@ def test_bad_options(options, message):
 def test_method_specs():
     assert split_specs("naive,easyinv:eta=0.8,order=code,renoise:average=[0,5]") == [
         "naive", "easyinv:eta=0.8,order=code", "renoise:average=[0,5]"]
-    assert parse_method("easyinv:eta=0.8,window=[0.85,0.95],order=code") == (
+    assert resolve_method("easyinv:eta=0.8,window=[0.85,0.95],order=code") == (
         "easyinv", {"eta": 0.8, "window": [0.85, 0.95], "order": "code"})
     with pytest.raises(ValueError, match="unknown option"):
-        parse_method("renoise:steps=3")
+        resolve_method("renoise:steps=3")
     with pytest.raises(ValueError, match="unknown inversion method"):
-        parse_method("magic")
+        resolve_method("magic")
 
 
 def test_image_sets():

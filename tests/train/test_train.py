@@ -46,9 +46,10 @@ def test_checker_reads_random_renders():
     assert np.mean([r.combo == s.combo for r, s in zip(noisy, scenes)]) >= 0.95
 
 
-def test_textured_scenes_read_back_at_any_rotation():
+@pytest.mark.parametrize("texture", ["luminance", "colour"])
+def test_textured_scenes_read_back_at_any_rotation(texture):
     rng = np.random.default_rng(3)
-    scenes = [random_scene(rng, textured=True) for _ in range(300)]
+    scenes = [random_scene(rng, textured=True, texture=texture) for _ in range(300)]
     images = [render(s) for s in scenes]
     assert len({s.angle for s in scenes if s.shape != "circle"}) > 150  # continuous rotations
     assert np.mean([im.std(axis=(0, 1)).mean() for im in images]) > 20  # textured, not flat
@@ -60,6 +61,21 @@ def test_textured_scenes_read_back_at_any_rotation():
     for s, im in zip(scenes, images):  # the shape stays inside the frame's margin at every angle
         far = np.abs(im.astype(float) - np.array(PALETTE[s.background])).sum(-1) > 150
         assert not far[:2].any() and not far[-2:].any() and not far[:, :2].any() and not far[:, -2:].any()
+
+
+def test_colour_textures_vary_every_channel_without_plateaus():
+    inside = (slice(26, 38), slice(26, 38))  # inside the white disc
+    clipped, reflected = [], []
+    for seed in range(20):
+        white = Scene("white", "circle", "black", radius=14, texture_seed=seed)
+        luminance, colour = render(white), render(Scene(**{**white.__dict__, "texture": "colour"}))
+        chroma = lambda im: (im[..., 0].astype(float) - im[..., 1]).std()  # noqa: E731
+        assert chroma(luminance) == 0 and chroma(colour) > 1  # one offset on every channel vs one per channel
+        clipped.append((luminance[inside] == 255).mean())
+        reflected.append((colour[inside] == 255).mean())
+    assert np.mean(clipped) > 0.05 and np.mean(reflected) < np.mean(clipped) / 3  # reflected, not clipped
+    with pytest.raises(ValueError, match="unknown texture style"):
+        random_scene(np.random.default_rng(0), textured=True, texture="plaid")
 
 
 def test_checker_fill_ratio_ignores_rotation():
@@ -237,3 +253,28 @@ def test_score_and_table():
                               adherence_heldout=result, checker_on_renders=result,
                               autoencoder_psnr_db={"scenes_heldout": 31.0}))
     assert "adherence_heldout" in table and "31.00" in table
+
+
+def test_probe_settings_parse_and_refuse():
+    from diffinv.train.probe import parse_probe_settings
+
+    assert parse_probe_settings("ddim:50@1, dpm++2m:10@7.5") == [("ddim", 50, 1.0), ("dpm++2m", 10, 7.5)]
+    for bad in ("ddim:50", "ddim@1", "ddim:50@nan", "ddim:50@x", "wobble:50@1", ""):
+        with pytest.raises(ValueError):
+            parse_probe_settings(bad)
+
+
+def test_training_probe_runs_each_setting(tmp_path):
+    import json
+
+    from diffinv.train.unet import train_unet
+    from diffinv.train.vae import train_vae
+
+    torch.set_num_threads(1)
+    train_vae(tmp_path / "vae", steps=1, batch=2, channels=(8, 16, 16), groups=4)
+    train_unet(tmp_path, steps=1, batch=2, buffer=4, fresh=2, channels=(16, 32, 32), text_width=32, text_layers=1,
+               sample_size=8, probe_every=1, probe_settings=[("ddim", 4, 1.0), ("dpm++2m", 4, 3.0)], texture="colour")
+    rows = [json.loads(line) for line in (tmp_path / "unet" / "probe.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "timestep" in r]
+    assert {(r["scheduler"], r["guidance"]) for r in steps} == {("ddim", 1.0), ("dpm++2m", 3.0)}
+    assert all(r["train_step"] == 1 and r["steps"] == 4 for r in rows)

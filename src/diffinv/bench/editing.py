@@ -29,7 +29,7 @@ from diffinv.applications.editing import MODES
 from diffinv.applications.editing import edit as run_edit
 from diffinv.applications.editing import edit_scores, resolve_mode_options
 from diffinv.bench.images import skimage_images
-from diffinv.bench.sampler import resolve_method
+from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table
 from diffinv.inversion import InversionResult
 from diffinv.pipeline import default_image_side, generate, seeded_noise

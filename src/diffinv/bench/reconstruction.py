@@ -19,15 +19,15 @@ import torch
 from tqdm.auto import tqdm
 
 from diffinv.bench.images import BenchImage
+from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table, write_rows
-from diffinv.inversion import METHODS, InversionDiverged, check_method_name, invert_latent
+from diffinv.inversion import METHODS, InversionDiverged, invert_latent
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, network_of
 from diffinv.pipeline import pipeline_schedule
 from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import check_scheduler_name
 from diffinv.utils.metrics import psnr, ssim
-from diffinv.utils.specs import parse_spec
 
 #: The methods the benchmark runs by default, those of them that are registered.
 DEFAULT_METHODS: tuple[str, ...] = ("naive", "easyinv", "fixed-point", "renoise", "exact")
@@ -58,13 +58,6 @@ IMAGE_COLUMNS: list[Column] = [
     ("recon_mean", "recon px", ".3f"),
     ("error", "error", ""),
 ]
-
-
-def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name"`` or ``"name:key=value,key=value"`` -> (method, options), checked now rather than halfway through."""
-    name, options = parse_spec(spec)
-    METHODS[check_method_name(name)](**options)
-    return name, options
 
 
 def default_methods() -> list[str]:
@@ -112,7 +105,7 @@ def run_reconstruction_benchmark(
     lpips_metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Invert and regenerate every image with every method spec (`parse_method`); one flat row per (image, method).
+    """Invert and regenerate every image with every method spec (`bench.methods.resolve_method`); one flat row per (image, method).
 
     Rows: method (the spec), model, scheduler, steps, guidance, dtype, prompt, decoder, image, set, psnr,
     ssim, lpips, nfe, seconds (inversion only, fastest of `repeats`), peak_memory_bytes, converged,
@@ -123,7 +116,7 @@ def run_reconstruction_benchmark(
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     specs = list(methods) if methods else default_methods()
-    parsed = [(spec, *parse_method(spec)) for spec in specs]
+    parsed = [(spec, *resolve_method(spec)) for spec in specs]
     schedule = pipeline_schedule(pipe, scheduler, steps)
     autoencoder = Autoencoder.from_pipeline(pipe)
     device = network_of(pipe).device

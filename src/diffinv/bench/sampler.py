@@ -15,38 +15,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table
 from diffinv.decoder import invert_decoder
-from diffinv.inversion import METHODS, InversionDiverged, InversionResult, invert_latent
+from diffinv.inversion import InversionDiverged, InversionResult, invert_latent
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import decode, pipeline_schedule, seeded_noise
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import check_scheduler_name
 from diffinv.utils.metrics import nmse
-from diffinv.utils.specs import parse_spec
 
-#: Benchmark method labels -> (registered method, options). The tolerance of the iterative ones is `tol`.
-METHOD_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "naive": ("naive", {}),
-    "fixed-point": ("fixed-point", {}),
-    "exact": ("exact", {}),
-    "exact-gd": ("exact", {"solver": "gradient"}),
-    "exact-aa": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2}),
-    # Not run by default: gradient descent with Anderson, for ill-conditioned steps (large jumps to sigma ~ 0).
-    "exact-gd-aa": ("exact", {"solver": "gradient", "rho": 0.7, "anderson": 8, "stall": 30, "sweeps": 2, "fine_steps": 2}),
-    # exact-aa, and Levenberg-Marquardt for the steps it leaves above the tolerance.
-    "exact-lm": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2, "refine": "lm"}),
-    # The same with full Jacobians (one network call per latent entry per iteration): for small latents.
-    "exact-lm-dense": ("exact", {"anderson": 3, "stall": 10, "sweeps": 3, "fine_steps": 2, "refine": "lm-dense"}),
-}
 DEFAULT_METHODS = ("naive", "fixed-point", "exact", "exact-gd", "exact-aa")
 DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))
 DEFAULT_GUIDANCES = (1.0, 3.0, 7.5)
 DEFAULT_PROMPT = "a red circle on a blue background"
-#: Methods whose per-step tolerance the benchmark sets.
-TOLERANT = ("exact", "fixed-point")
-
 COLUMNS: list[Column] = [
     ("method", "method", ""),
     ("scheduler", "sampler", ""),
@@ -61,36 +43,6 @@ COLUMNS: list[Column] = [
     ("max_step_residual", "max step res", ".1e"),
     ("converged", "converged", ""),
 ]
-
-
-def parse_schedulers(text: str) -> list[tuple[str, int]]:
-    """``"ddim:50,dpm++2m:10"`` -> [("ddim", 50), ("dpm++2m", 10)]."""
-    pairs = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, steps = item.partition(":")
-        if not sep or not steps.strip().isdigit():
-            raise ValueError(f"scheduler {item!r} is not NAME:STEPS (e.g. ddim:50)")
-        pairs.append((check_scheduler_name(name.strip()), int(steps)))
-    if not pairs:
-        raise ValueError("no scheduler given")
-    return pairs
-
-
-def resolve_method(label: str, tol: float | None) -> tuple[str, dict[str, Any]]:
-    """A benchmark label -> (method, options): a preset or any registered method, optionally with options
-    after a colon (``exact-lm:refine_iter=40``) that override the preset's."""
-    name, extra = parse_spec(label)
-    if name in METHOD_PRESETS:
-        method, options = METHOD_PRESETS[name]
-    elif name in METHODS:
-        method, options = name, {}
-    else:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(set(METHOD_PRESETS) | set(METHODS)))}")
-    if method in TOLERANT and tol is not None:
-        options = {**options, "tol": tol}
-    options = {**options, **extra}
-    METHODS[method](**options)  # refuse bad options before any work
-    return method, options
 
 
 def _mean(values: Sequence[float]) -> float:

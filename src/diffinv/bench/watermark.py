@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from diffinv.applications.attacks import apply_attack, check_attack
 from diffinv.applications.watermark import WatermarkKey, classify, distance, embed, make_key
-from diffinv.bench.reconstruction import parse_method
+from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import format_table
 from diffinv.decoder import check_decoder_name
 from diffinv.pipeline import generate, invert, latent_shape, seeded_noise
@@ -43,7 +43,7 @@ def parse_pipeline(spec: str) -> tuple[str, str, dict[str, Any]]:
     decoder, plus, method_spec = spec.partition("+")
     if not plus:
         raise ValueError(f"inversion pipeline {spec!r} is not DECODER+METHOD (e.g. gradient-free+exact)")
-    method, options = parse_method(method_spec)
+    method, options = resolve_method(method_spec)
     return check_decoder_name(decoder), method, options
 
 

@@ -22,7 +22,7 @@ from diffinv.utils.specs import split_specs
 
 def sampler_grid(schedulers: str, guidances: str, n: int) -> tuple[list[tuple[str, int]], list[float]]:
     """--schedulers NAME:STEPS,... and --guidances W,... parsed and checked, with --n at least 1."""
-    from diffinv.bench.sampler import parse_schedulers
+    from diffinv.sampler.schedule import parse_schedulers
 
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
@@ -85,9 +85,9 @@ def bench_reconstruction(
     """Invert real (and generated) images, regenerate them, and compare: PSNR, SSIM, LPIPS, NFE, seconds."""
     with user_errors():
         from diffinv.bench.images import generated_images, image_sources
+        from diffinv.bench.methods import resolve_method
         from diffinv.bench.reconstruction import (
             load_lpips,
-            parse_method,
             report,
             run_reconstruction_benchmark,
             write_benchmark_json,
@@ -99,7 +99,7 @@ def bench_reconstruction(
         check_scheduler_name(scheduler)
         specs = split_specs(methods) if methods else None
         for spec in specs or []:
-            parse_method(spec)
+            resolve_method(spec)
         dtypes = split_list(dtype)
         for name in dtypes:
             parse_dtype(name)
@@ -143,7 +143,8 @@ def bench_sampler_inversion(
 ) -> None:
     """Invert samples of known noise with every method: noise/latent NMSE, NFE, seconds, peak memory."""
     with user_errors():
-        from diffinv.bench.sampler import format_rows, resolve_method, run_sampler_benchmark
+        from diffinv.bench.methods import resolve_method
+        from diffinv.bench.sampler import format_rows, run_sampler_benchmark
         from diffinv.decoder import check_decoder_name
         from diffinv.models.loading import load
 

@@ -80,6 +80,19 @@ def check_scheduler_name(name: str | None) -> str | None:
     return name
 
 
+def parse_schedulers(text: str) -> list[tuple[str, int]]:
+    """``"ddim:50,dpm++2m:10"`` -> [("ddim", 50), ("dpm++2m", 10)]."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, steps = item.partition(":")
+        if not sep or not steps.strip().isdigit():
+            raise ValueError(f"scheduler {item!r} is not NAME:STEPS (e.g. ddim:50)")
+        pairs.append((check_scheduler_name(name.strip()), int(steps)))
+    if not pairs:
+        raise ValueError("no scheduler given")
+    return pairs
+
+
 def is_flow_config(config) -> bool:
     """Whether a scheduler config is a flow-matching one (a `shift`, no beta schedule), as SD3's and Flux's are."""
     return "shift" in config and "beta_start" not in config

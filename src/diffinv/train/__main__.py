@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from diffinv.train.scenes import TEXTURES
+
 DEFAULT_OUT = Path("runs/train")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "tiny"
 
@@ -67,8 +69,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--photo-fraction", type=float, default=0.125, help="share of photo crops ('a photo')")
     p.add_argument("--leaves-fraction", type=float, default=0.125, help="share of dead-leaves images ('an image')")
     p.add_argument("--weighting", choices=("uniform", "min-snr"), default="uniform", help="loss weight over timesteps")
+    p.add_argument("--texture", choices=TEXTURES, default="luminance",
+                   help="scene texture style: 'luminance' (one offset on every channel, clipped: the shipped model's) or "
+                        "'colour' (plus a small offset per channel, reflected at 0 and 255)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the exported weight average")
     p.add_argument("--probe-every", type=int, default=1000, help="invertibility probe every N steps (0: never)")
+    p.add_argument("--probe-at", default="ddim:50@1",
+                   help="the probe's settings, SAMPLER:STEPS@GUIDANCE, comma-separated (e.g. ddim:50@1,dpm++2m:10@7.5)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue from an exported pipeline folder's weights (its autoencoder, text encoder, UNet)")
     p.add_argument("--channels", type=_ints, default=(32, 64, 128))
@@ -120,11 +127,17 @@ def main(argv: list[str] | None = None) -> None:
         finetune_decoder(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                          until=args.until)
     elif args.command == "unet":
+        from diffinv.train.probe import parse_probe_settings
         from diffinv.train.unet import train_unet
 
+        try:
+            probe_settings = parse_probe_settings(args.probe_at)
+        except ValueError as error:
+            parser.error(str(error))
         train_unet(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, buffer=args.buffer,
                    fresh=args.fresh, photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
-                   weighting=args.weighting, ema=args.ema, probe_every=args.probe_every,
+                   weighting=args.weighting, ema=args.ema, probe_every=args.probe_every, texture=args.texture,
+                   probe_settings=probe_settings,
                    channels=args.channels, text_width=args.text_width, until=args.until, init_from=args.init_from)
     elif args.command == "export":
         from diffinv.train.export import export

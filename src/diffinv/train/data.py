@@ -61,9 +61,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def scene_batch(rng: np.random.Generator, n: int, combos: list[tuple[str, str, str]] | None = None,
-                textured: bool = False):
-    """`n` random scenes (flat or textured), their uint8 images [n, 64, 64, 3] and their captions."""
-    scenes = [random_scene(rng, combos=combos, textured=textured) for _ in range(n)]
+                textured: bool = False, texture: str = "luminance"):
+    """`n` random scenes (flat or textured, in the style `texture`), their uint8 images [n, 64, 64, 3] and
+    their captions."""
+    scenes = [random_scene(rng, combos=combos, textured=textured, texture=texture) for _ in range(n)]
     images = np.stack([render(s) for s in scenes])
     return scenes, images, [s.caption for s in scenes]
 
@@ -143,12 +144,13 @@ def autoencoder_batch(rng: np.random.Generator, n: int, photo_fraction: float = 
 
 
 def unet_batch(rng: np.random.Generator, n: int, combos: list[tuple[str, str, str]], photo_fraction: float = 0.125,
-               leaves_fraction: float = 0.125) -> tuple[torch.Tensor, list[str]]:
-    """Images in [-1, 1] and captions for the UNet: textured scenes of `combos` (their captions), augmented
-    crops of the training photos ("a photo") and dead-leaves images ("an image"), in the given fractions."""
+               leaves_fraction: float = 0.125, texture: str = "luminance") -> tuple[torch.Tensor, list[str]]:
+    """Images in [-1, 1] and captions for the UNet: textured scenes of `combos` (their captions, textures in
+    the style `texture`), augmented crops of the training photos ("a photo") and dead-leaves images
+    ("an image"), in the given fractions."""
     n_photo = int(round(n * photo_fraction))
     n_leaves = min(n - n_photo, int(round(n * leaves_fraction)))
-    _, scenes, captions = scene_batch(rng, n - n_photo - n_leaves, combos, textured=True)
+    _, scenes, captions = scene_batch(rng, n - n_photo - n_leaves, combos, textured=True, texture=texture)
     parts = [to_tensor(scenes)]
     if n_photo:
         parts.append(to_tensor(photo_batch(rng, n_photo, augmented=True)))

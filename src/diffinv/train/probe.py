@@ -13,8 +13,9 @@ step, the floor, the smallest singular value (and its ratio to the floor), the n
 part and the asymmetry ||J - J^T||_F / ||J + J^T||_F; then it inverts each trajectory's z_0 naively and
 exactly and reports the noise NMSE. A step to sigma 0 (DPM-Solver++'s last, which inverts the denoiser
 itself) has floor 0: its ratio is not defined, and its smallest singular value is the denoiser's own
-smallest gain there. Training runs it at checkpoints (`unet --probe-every`), and
-`python -m diffinv.train probe` prints it for any model folder.
+smallest gain there. Training runs it at checkpoints (`unet --probe-every`, in the settings of
+`--probe-at`, e.g. `ddim:50@1,ddim:50@7.5,dpm++2m:10@1`), and `python -m diffinv.train probe` prints it
+for any model folder.
 """
 
 from __future__ import annotations
@@ -28,10 +29,31 @@ from diffinv.inversion.exact import StepProblem
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import seeded_noise
 from diffinv.sampler.sampling import sample, step_history
-from diffinv.sampler.schedule import make_schedule
+from diffinv.sampler.schedule import make_schedule, parse_schedulers
 from diffinv.train.data import heldout_combos
 from diffinv.train.scenes import caption
 from diffinv.utils.metrics import nmse
+
+#: The settings training probes unless told otherwise: DDIM-50 at guidance 1.
+DEFAULT_SETTINGS: tuple[tuple[str, int, float], ...] = (("ddim", 50, 1.0),)
+
+
+def parse_probe_settings(text: str) -> list[tuple[str, int, float]]:
+    """``"ddim:50@1,dpm++2m:10@7.5"`` -> [("ddim", 50, 1.0), ("dpm++2m", 10, 7.5)] (sampler, steps, guidance)."""
+    settings = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        sampler, sep, guidance = item.partition("@")
+        try:
+            value = float(guidance)
+        except ValueError:
+            value = float("nan")
+        if not sep or not value == value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"probe setting {item!r} is not SAMPLER:STEPS@GUIDANCE (e.g. ddim:50@7.5)")
+        ((name, steps),) = parse_schedulers(sampler)
+        settings.append((name, steps, value))
+    if not settings:
+        raise ValueError("no probe setting given")
+    return settings
 
 
 def probe_prompts(count: int) -> list[str]:

@@ -40,6 +40,12 @@ REACH: dict[str, float] = {"circle": 1.0, "square": 0.886 * 2**0.5, "triangle": 
 #: Largest shading offset of a texture (0..255 units, the same on every channel): small enough that
 #: every palette colour stays nearest to itself and the shape stays apart from its background.
 TEXTURE_AMPLITUDE = 20.0
+#: Largest per-channel offset of a "colour" texture, on top of the shared one (0..255 units).
+CHROMA_AMPLITUDE = 8.0
+#: Texture styles: "luminance" (one offset on every channel, clipped at 0 and 255: the third bundled model's
+#: data) and "colour" (plus an independent offset per channel, reflected at 0 and 255 instead of clipped, so a
+#: region near the rails, white or black, keeps variance in every colour direction and has no flat plateau).
+TEXTURES: tuple[str, ...] = ("luminance", "colour")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Scene:
     radius: float = 14.0
     angle: float = 0.0  # rotation in radians (circles look the same at any angle)
     texture_seed: int | None = None  # None: flat colours; else the seed of both regions' textures
+    texture: str = "luminance"  # the texture style, one of TEXTURES (used only with a texture seed)
 
     @property
     def combo(self) -> tuple[str, str, str]:
@@ -75,12 +82,15 @@ def all_combos() -> list[tuple[str, str, str]]:
 
 
 def random_scene(rng: np.random.Generator, combo: tuple[str, str, str] | None = None,
-                 combos: list[tuple[str, str, str]] | None = None, textured: bool = False) -> Scene:
+                 combos: list[tuple[str, str, str]] | None = None, textured: bool = False,
+                 texture: str = "luminance") -> Scene:
     """A scene with random size and position; its combo is `combo`, or drawn from `combos` (default: all).
 
     `textured` also draws a continuous rotation and a texture seed (flat scenes draw neither, so their
-    random stream is the one the first two bundled models were trained on).
+    random stream is the one the first two bundled models were trained on), in the style `texture`.
     """
+    if texture not in TEXTURES:
+        raise ValueError(f"unknown texture style {texture!r}; choose one of {', '.join(TEXTURES)}")
     if combo is None:
         pool = combos if combos is not None else all_combos()
         combo = pool[int(rng.integers(len(pool)))]
@@ -94,7 +104,8 @@ def random_scene(rng: np.random.Generator, combo: tuple[str, str, str] | None = 
     lo, hi = MARGIN + reach * radius, SIZE - MARGIN - reach * radius
     cx, cy = (float(rng.uniform(lo, hi)) for _ in range(2))
     angle = float(rng.uniform(0, 2 * np.pi)) if combo[1] != "circle" else 0.0
-    return Scene(*combo, cx=cx, cy=cy, radius=radius, angle=angle, texture_seed=int(rng.integers(2**62)))
+    return Scene(*combo, cx=cx, cy=cy, radius=radius, angle=angle, texture_seed=int(rng.integers(2**62)),
+                 texture=texture)
 
 
 def _shape_mask(shape: str, cx: float, cy: float, r: float, size: int, scale: int, angle: float = 0.0) -> np.ndarray:
@@ -154,9 +165,18 @@ def render(scene: Scene, size: int = SIZE) -> np.ndarray:
     bg = np.array(PALETTE[scene.background], dtype=np.float64)
     if scene.texture_seed is not None:
         rng = np.random.default_rng(scene.texture_seed)
-        fg = fg + shading(rng, size)[..., None]
-        bg = bg + shading(rng, size)[..., None]
+        fg, bg = (_textured(rng, colour, size, scene.texture) for colour in (fg, bg))
     return np.round(np.clip(coverage * fg + (1 - coverage) * bg, 0, 255)).astype(np.uint8)
+
+
+def _textured(rng: np.random.Generator, colour: np.ndarray, size: int, texture: str) -> np.ndarray:
+    """One region's colour [size, size, 3] with a texture of the style `texture` (see TEXTURES)."""
+    field = colour + shading(rng, size)[..., None]
+    if texture == "luminance":
+        return field
+    field = field + np.stack([shading(rng, size, CHROMA_AMPLITUDE) for _ in range(3)], axis=-1)
+    field = np.abs(field)  # reflect at 0 ...
+    return 255 - np.abs(255 - field)  # ... and at 255
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ An exponential average of the weights (decay `ema`) is what `export` writes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from diffinv.models.testing import SD_SCHEDULER_CONFIG
 from diffinv.models.tokenizer import build_tokenizer
 from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, train_combos, unet_batch
 from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
-from diffinv.train.scenes import caption
+from diffinv.train.probe import DEFAULT_SETTINGS
+from diffinv.train.scenes import TEXTURES, caption
 from diffinv.train.vae import build_vae, decoder_modules, stored_arch
 
 DEFAULT_UNET = dict(channels=(32, 64, 128), text_width=64, text_layers=2)
@@ -105,8 +107,8 @@ class LatentStream:
     """
 
     def __init__(self, vae: AutoencoderKL, size: int, fresh: int, combos: list[tuple[str, str, str]],
-                 photo_fraction: float, leaves_fraction: float) -> None:
-        self.vae, self.size, self.fresh, self.combos = vae, size, fresh, combos
+                 photo_fraction: float, leaves_fraction: float, texture: str = "luminance") -> None:
+        self.vae, self.size, self.fresh, self.combos, self.texture = vae, size, fresh, combos, texture
         self.fractions = (photo_fraction, leaves_fraction)
         self.captions = sorted({caption(*c) for c in combos}) + [PHOTO_CAPTION, LEAVES_CAPTION, ""]
         self.index = {c: i for i, c in enumerate(self.captions)}
@@ -119,7 +121,7 @@ class LatentStream:
         """`n` new posterior-mean latents (unscaled) and their caption indices."""
         latents, ids = [], []
         for first in range(0, n, chunk):
-            images, captions = unet_batch(rng, min(chunk, n - first), self.combos, *self.fractions)
+            images, captions = unet_batch(rng, min(chunk, n - first), self.combos, *self.fractions, texture=self.texture)
             latents.append(self.vae.encode(images).latent_dist.mean)
             ids.append(torch.tensor([self.index[c] for c in captions]))
         return torch.cat(latents), torch.cat(ids)
@@ -161,14 +163,17 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float =
 def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, seed: int = 0,
                buffer: int = 2048, fresh: int = 16, photo_fraction: float = 0.125, leaves_fraction: float = 0.125,
                drop: float = 0.1, weighting: str = "uniform", ema: float = 0.999, probe_every: int = 0,
+               texture: str = "luminance", probe_settings: Sequence[tuple[str, int, float]] = DEFAULT_SETTINGS,
                until: int | None = None, init_from: Path | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder.
 
     `probe_every` > 0 runs `diffinv.train.probe.invertibility` on the averaged weights every that many
-    steps (a multiple of the 200-step checkpoints) and appends its rows to out/unet/probe.jsonl.
+    steps (a multiple of the 200-step checkpoints), once per (sampler, steps, guidance) of
+    `probe_settings`, and appends its rows to out/unet/probe.jsonl.
     `init_from`, an exported pipeline folder, continues training from its weights instead: its
     autoencoder (frozen) and scaling factor, its text encoder and UNet as the starting point, with a
     new optimiser and data stream (checkpoints in out/unet, once written, take precedence on resuming).
+    `texture` is the scenes' texture style (`diffinv.train.scenes.TEXTURES`).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
@@ -177,7 +182,9 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     else:
         vae = load_vae(out, finetuned_decoder=False)
     arch = {**DEFAULT_UNET, **arch, "latent_channels": int(vae.config.latent_channels)}
-    stream = LatentStream(vae, buffer, fresh, train_combos(), photo_fraction, leaves_fraction)
+    if texture not in TEXTURES:
+        raise ValueError(f"unknown texture style {texture!r}; choose one of {', '.join(TEXTURES)}")
+    stream = LatentStream(vae, buffer, fresh, train_combos(), photo_fraction, leaves_fraction, texture)
     scale = float(vae.config.scaling_factor) if init_from is not None else scaling_factor(stream, seed)
     tokenizer = build_tokenizer()
     ids = tokenize(tokenizer, stream.captions)
@@ -192,7 +199,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     alphas_cumprod = DDIMScheduler(**SD_SCHEDULER_CONFIG).alphas_cumprod.float()
     config = dict(arch=arch, steps=steps, batch=batch, lr=lr, seed=seed, buffer=buffer, fresh=fresh,
                   photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, drop=drop, weighting=weighting,
-                  ema=ema, scaling_factor=scale, init_from=str(init_from) if init_from else None)
+                  ema=ema, texture=texture, scaling_factor=scale, init_from=str(init_from) if init_from else None)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
@@ -217,11 +224,12 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
         from diffinv.train.probe import invertibility, summary
 
         pipe = build_pipeline(vae, weights["text_encoder"], weights["unet"], scale)
-        rows = invertibility(pipe)
-        with open(Path(out) / "unet" / "probe.jsonl", "a") as f:
-            for row in rows:
-                f.write(json.dumps({"train_step": step, **row}) + "\n")
-        print(f"probe at step {step}: {summary(rows)}", flush=True)
+        for sampler, sampler_steps, guidance in probe_settings:
+            rows = invertibility(pipe, steps=sampler_steps, guidance=guidance, scheduler=sampler)
+            with open(Path(out) / "unet" / "probe.jsonl", "a") as f:
+                for row in rows:
+                    f.write(json.dumps({"train_step": step, "steps": sampler_steps, **row}) + "\n")
+            print(f"probe at step {step}, {sampler}-{sampler_steps} at guidance {guidance:g}: {summary(rows)}", flush=True)
 
     train(Path(out) / "unet", {"text_encoder": text_encoder, "unet": unet}, loss_fn, steps, lr, seed, config,
           until=until, ema_decay=ema, extra_state=(stream.state_dict, stream.load_state_dict), on_checkpoint=probe)
