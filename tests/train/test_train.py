@@ -278,3 +278,22 @@ def test_training_probe_runs_each_setting(tmp_path):
     steps = [r for r in rows if "timestep" in r]
     assert {(r["scheduler"], r["guidance"]) for r in steps} == {("ddim", 1.0), ("dpm++2m", 3.0)}
     assert all(r["train_step"] == 1 and r["steps"] == 4 for r in rows)
+
+
+def test_agreement_loss_changes_training_and_refuses_bad_weights(tmp_path):
+    from diffinv.train.unet import train_unet
+    from diffinv.train.vae import train_vae
+
+    torch.set_num_threads(1)
+    train_vae(tmp_path / "vae", steps=1, batch=2, channels=(8, 16, 16), groups=4)
+    settings = dict(steps=1, batch=4, buffer=4, fresh=2, channels=(16, 32, 32), text_width=32, text_layers=1, drop=0.0)
+    weights = {}
+    for run, agreement in (("plain", 0.0), ("agree", 1.0)):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "vae").symlink_to(tmp_path / "vae")
+        train_unet(tmp_path / run, agreement=agreement, agreement_below=1000, **settings)
+        weights[run] = torch.load(tmp_path / run / "unet" / "step_0000001.pt", weights_only=False)["modules"]["unet"]
+    assert any(not torch.equal(weights["plain"][k], weights["agree"][k]) for k in weights["plain"])
+    for bad in ({"agreement": -1.0}, {"agreement_below": 2000}):
+        with pytest.raises(ValueError, match="agreement"):
+            train_unet(tmp_path / "bad", **{**settings, **bad})

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="scene texture style: 'luminance' (one offset on every channel, clipped: the shipped model's) or "
                         "'colour' (plus a small offset per channel, reflected at 0 and 255)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the exported weight average")
+    p.add_argument("--agreement", type=float, default=0.0,
+                   help="weight of the conditional/unconditional agreement loss at low noise (0: off)")
+    p.add_argument("--agreement-below", type=int, default=200, help="timesteps below which the agreement loss applies")
     p.add_argument("--probe-every", type=int, default=1000, help="invertibility probe every N steps (0: never)")
     p.add_argument("--probe-at", default="ddim:50@1",
                    help="the probe's settings, SAMPLER:STEPS@GUIDANCE, comma-separated (e.g. ddim:50@1,dpm++2m:10@7.5)")
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         train_unet(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, buffer=args.buffer,
                    fresh=args.fresh, photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
                    weighting=args.weighting, ema=args.ema, probe_every=args.probe_every, texture=args.texture,
-                   probe_settings=probe_settings,
+                   probe_settings=probe_settings, agreement=args.agreement, agreement_below=args.agreement_below,
                    channels=args.channels, text_width=args.text_width, until=args.until, init_from=args.init_from)
     elif args.command == "export":
         from diffinv.train.export import export

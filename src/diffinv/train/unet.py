@@ -164,6 +164,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
                buffer: int = 2048, fresh: int = 16, photo_fraction: float = 0.125, leaves_fraction: float = 0.125,
                drop: float = 0.1, weighting: str = "uniform", ema: float = 0.999, probe_every: int = 0,
                texture: str = "luminance", probe_settings: Sequence[tuple[str, int, float]] = DEFAULT_SETTINGS,
+               agreement: float = 0.0, agreement_below: int = 200,
                until: int | None = None, init_from: Path | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder.
 
@@ -174,16 +175,24 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     autoencoder (frozen) and scaling factor, its text encoder and UNet as the starting point, with a
     new optimiser and data stream (checkpoints in out/unet, once written, take precedence on resuming).
     `texture` is the scenes' texture style (`diffinv.train.scenes.TEXTURES`).
+
+    `agreement` > 0 adds that weight times the mean squared difference of the conditional and the
+    unconditional prediction on the same noisy latent, for captioned samples at timesteps below
+    `agreement_below`. At low noise the noisy latent already shows what the caption says, so an ideal
+    model's two predictions agree there; classifier-free guidance multiplies a learnt disagreement by
+    (w - 1), and that is what folds the guided sampler's low-noise steps.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    if texture not in TEXTURES:
+        raise ValueError(f"unknown texture style {texture!r}; choose one of {', '.join(TEXTURES)}")
+    if not (agreement >= 0 and 0 <= agreement_below <= 1000):
+        raise ValueError(f"agreement must be >= 0 and agreement_below in [0, 1000], got {agreement}, {agreement_below}")
     if init_from is not None:
         vae = AutoencoderKL.from_pretrained(str(Path(init_from) / "vae"), torch_dtype=torch.float32).eval().requires_grad_(False)
     else:
         vae = load_vae(out, finetuned_decoder=False)
     arch = {**DEFAULT_UNET, **arch, "latent_channels": int(vae.config.latent_channels)}
-    if texture not in TEXTURES:
-        raise ValueError(f"unknown texture style {texture!r}; choose one of {', '.join(TEXTURES)}")
     stream = LatentStream(vae, buffer, fresh, train_combos(), photo_fraction, leaves_fraction, texture)
     scale = float(vae.config.scaling_factor) if init_from is not None else scaling_factor(stream, seed)
     tokenizer = build_tokenizer()
@@ -199,7 +208,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     alphas_cumprod = DDIMScheduler(**SD_SCHEDULER_CONFIG).alphas_cumprod.float()
     config = dict(arch=arch, steps=steps, batch=batch, lr=lr, seed=seed, buffer=buffer, fresh=fresh,
                   photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, drop=drop, weighting=weighting,
-                  ema=ema, texture=texture, scaling_factor=scale, init_from=str(init_from) if init_from else None)
+                  ema=ema, texture=texture, agreement=agreement, agreement_below=agreement_below, scaling_factor=scale, init_from=str(init_from) if init_from else None)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
@@ -216,7 +225,12 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
         per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         if weighting == "min-snr":
             per_sample = min_snr_weight(alphas_cumprod, t) * per_sample
-        return per_sample.mean()
+        loss = per_sample.mean()
+        low = (t < agreement_below) & (which != empty)
+        if agreement > 0 and bool(low.any()):
+            unconditional = unet(zt[low], t[low], text_encoder(ids[empty].expand(int(low.sum()), -1))[0]).sample
+            loss = loss + agreement * ((pred[low] - unconditional) ** 2).mean(dim=(1, 2, 3)).sum() / batch
+        return loss
 
     def probe(step: int, weights: dict[str, torch.nn.Module]) -> None:
         if probe_every <= 0 or step % probe_every:
