@@ -188,6 +188,11 @@ def test_probe_statistics_and_rows():
     assert "on the step to sigma 0" in format_probe(dpm) and all(r["scheduler"] == "dpm++2m" for r in dpm)
     with pytest.raises(ValueError, match="last must be between"):
         invertibility(pipe, trajectories=1, last=5, steps=4)
+    guided = invertibility(pipe, trajectories=2, last=1, steps=4, guidance=5.0, inversion=False, branches=True)
+    assert len(guided) == 2 and all(r["disagreement"] > 0 and r["conditional_min_singular"] > 0 for r in guided)
+    assert "disagree" in format_probe(guided)
+    plain = invertibility(pipe, trajectories=1, last=1, steps=4, guidance=1.0, inversion=False, branches=True)
+    assert "disagreement" not in plain[0]  # nothing to split without guidance
 
 
 def test_smoke_train_resume_export(tmp_path, capsys):

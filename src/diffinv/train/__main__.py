@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--no-inversion", dest="inversion", action="store_false", help="skip naive/exact inversion")
+    p.add_argument("--branches", action="store_true",
+                   help="guided probes: also each step with the conditional and the unconditional prediction alone")
     p.add_argument("--json", type=Path, default=None)
 
     args = parser.parse_args(argv)
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
 
         rows = invertibility(load_pipeline(args.model), trajectories=args.trajectories, last=args.last,
                              steps=args.steps, guidance=args.guidance, inversion=args.inversion,
-                             scheduler=args.scheduler)
+                             scheduler=args.scheduler, branches=args.branches)
         print(format_probe(rows))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

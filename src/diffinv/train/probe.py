@@ -83,9 +83,15 @@ def step_statistics(jacobian: torch.Tensor, floor: float) -> dict[str, float]:
 @torch.no_grad()
 def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, guidance: float = 1.0,
                   inversion: bool = True, exact_options: dict[str, Any] | None = None,
-                  scheduler: str = "ddim") -> list[dict[str, Any]]:
+                  scheduler: str = "ddim", branches: bool = False) -> list[dict[str, Any]]:
     """Rows of the probe (see the module docstring): one per (trajectory, step), then one per
-    (trajectory, inversion method) with `noise_nmse`. Trajectory i uses held-out prompt i and seed i."""
+    (trajectory, inversion method) with `noise_nmse`. Trajectory i uses held-out prompt i and seed i.
+
+    `branches` (guided probes): also the same step map at the same points with the conditional prediction
+    alone and the unconditional one alone (their negative-eigenvalue counts, `conditional_*` and
+    `unconditional_*`), and their `disagreement` ||J_c - J_u||_F / ||J_c - floor I||_F. Guidance makes the
+    step's Jacobian J_u + w (J_c - J_u), so two branches that are each fine fold the guided step when they
+    disagree by more than about 1 / w of the denoiser's own part."""
     if not 1 <= last <= steps:
         raise ValueError(f"last must be between 1 and steps ({steps}), got {last}")
     prompts = probe_prompts(trajectories)
@@ -94,16 +100,32 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
     schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
     noise = torch.cat([seeded_noise(pipe, seed) for seed in range(trajectories)])
     path = sample(denoiser, schedule, noise, keep_trajectory=True)
+    split = branches and guidance != 1.0
+    parts = {"conditional": Denoiser.from_pipeline(pipe, prompts, trajectories, 1.0, kind),
+             "unconditional": Denoiser.from_pipeline(pipe, [""] * trajectories, trajectories, 1.0, kind)} if split else {}
     rows: list[dict[str, Any]] = []
     for index in range(len(schedule.steps) - last, len(schedule.steps)):
         step = schedule.steps[index]
         history = tuple(step_history(step, path.data_predictions[:index]))
-        problem = StepProblem(denoiser, step, target=path.latents[index + 1], history=history)
-        jacobians = problem.jacobian(path.latents[index])
+
+        def step_jacobians(model: Denoiser) -> torch.Tensor:
+            return StepProblem(model, step, target=path.latents[index + 1], history=history).jacobian(path.latents[index])
+
+        jacobians = step_jacobians(denoiser)
+        branch_jacobians = {name: step_jacobians(model) for name, model in parts.items()}
         floor = step.end.sigma / step.start.sigma
         for i, jacobian in enumerate(jacobians):
-            rows.append({"prompt": prompts[i], "seed": i, "guidance": guidance, "scheduler": schedule.name, "timestep": step.timestep,
-                         **step_statistics(jacobian, floor)})
+            row = {"prompt": prompts[i], "seed": i, "guidance": guidance, "scheduler": schedule.name, "timestep": step.timestep,
+                   **step_statistics(jacobian, floor)}
+            if split:
+                conditional, unconditional = branch_jacobians["conditional"][i], branch_jacobians["unconditional"][i]
+                for name, branch in (("conditional", conditional), ("unconditional", unconditional)):
+                    stats = step_statistics(branch, floor)
+                    row[f"{name}_negative_eigenvalues"] = stats["negative_eigenvalues"]
+                    row[f"{name}_min_singular"] = stats["min_singular"]
+                own = conditional - floor * torch.eye(len(conditional), dtype=conditional.dtype)
+                row["disagreement"] = float((conditional - unconditional).norm() / own.norm())
+            rows.append(row)
     if inversion:
         for method, options in (("naive", {}), ("exact", exact_options or {"anderson": 3})):
             result = invert_latent(denoiser, schedule, path.final, method=method, **options)
@@ -134,13 +156,18 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 def format_probe(rows: list[dict[str, Any]]) -> str:
     """The probe as a text table: one line per step map, then one per inversion."""
+    split = any("disagreement" in r for r in rows)
     lines = [f"{'prompt':<40}{'seed':>5}{'t':>5}{'floor':>8}{'min sv':>9}{'sv/floor':>9}{'neg eig':>8}"
-             f"{'asym':>7}"]
+             f"{'asym':>7}" + (f"{'cond neg':>9}{'unc neg':>8}{'disagree':>9}" if split else "")]
     for r in rows:
         if "timestep" in r:
             ratio = "-" if r["min_singular_over_floor"] is None else f"{r['min_singular_over_floor']:.3f}"
-            lines.append(f"{r['prompt']:<40}{r['seed']:>5}{r['timestep']:>5}{r['floor']:>8.3f}{r['min_singular']:>9.4f}"
-                         f"{ratio:>9}{r['negative_eigenvalues']:>8}{r['asymmetry']:>7.3f}")
+            line = (f"{r['prompt']:<40}{r['seed']:>5}{r['timestep']:>5}{r['floor']:>8.3f}{r['min_singular']:>9.4f}"
+                    f"{ratio:>9}{r['negative_eigenvalues']:>8}{r['asymmetry']:>7.3f}")
+            if split:
+                line += (f"{r['conditional_negative_eigenvalues']:>9}{r['unconditional_negative_eigenvalues']:>8}"
+                         f"{r['disagreement']:>9.3f}")
+            lines.append(line)
     inversions = [r for r in rows if "method" in r]
     if inversions:
         lines += ["", f"{'prompt':<40}{'seed':>5}  {'method':<7}{'noise NMSE':>12}  converged"]
