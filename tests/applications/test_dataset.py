@@ -183,3 +183,17 @@ def test_cli_watermark_detect_over_a_manifest(model_dir, folder, tmp_path):
     assert result.exit_code == 0, result.output
     detection = json.loads((out / "detection.json").read_text())
     assert {"auc", "tpr_at_1fpr", "attribution_accuracy"} <= set(detection["metrics"]) and len(detection["rows"]) == 4
+
+
+def test_rerun_does_not_invert_a_batch_again_for_its_bad_file(pipe, folder, tmp_path, monkeypatch):
+    import diffinv.applications.dataset as dataset
+
+    items = collect([folder])[:8]  # img00..img06 and the corrupt img05b: batches of four, the second with it
+    settings = dict(prompt="", scheduler="ddim", steps=2, guidance=1.0, method="naive", decoder="encoder")
+    calls = []
+    real = dataset._invert_batch
+    monkeypatch.setattr(dataset, "_invert_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = dataset.invert_dataset(pipe, items, tmp_path, settings, batch_size=4, progress=False)
+    again = dataset.invert_dataset(pipe, items, tmp_path, settings, batch_size=4, progress=False)
+    assert (first.done, first.failed) == (7, 1) and (again.done, again.skipped, again.failed) == (0, 7, 1)
+    assert len(calls) == 2  # both batches once, none on the rerun

@@ -235,7 +235,9 @@ def invert_dataset(
                     errors[item.index] = (f"{item.path}: size {loaded[-1][1].shape[-1]}x{loaded[-1][1].shape[-2]}, "
                                           f"the model takes {size}x{size} (pass --resize)")
                     loaded.pop()
-        records = _invert_batch(pipe, loaded, settings, key, hashes, out) if loaded else {}
+        # Only when something new loaded: a batch whose new items all failed is not inverted again for the rest.
+        fresh = any(item in todo for item, _ in loaded)
+        records = _invert_batch(pipe, loaded, settings, key, hashes, out) if fresh else {}
         for item in batch:
             is_new = item in todo or item.index in errors
             if not is_new:
