@@ -189,6 +189,7 @@ def invert(
         result = invert_latent(
             denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress, **(method_options or {})
         )
+    result.prompts = list(prompts)
     result.seconds = total.seconds
     # The stages measure themselves (each resets the peak), so the total is the largest stage peak.
     stage_peaks = [result.peak_memory_bytes] + ([decoded.peak_memory_bytes] if decoded is not None else [])

@@ -120,6 +120,9 @@ def test_bad_inputs_are_refused(pipe, image, tmp_path):
     earlier = edit(pipe, image, SOURCE, TARGET, method="naive", steps=4, guidance=3.0).inversion
     with pytest.raises(ValueError, match="made at guidance 3.0, not 7.5"):
         edit(pipe, image, SOURCE, TARGET, steps=4, guidance=7.5, inversion=earlier)
+    with pytest.raises(ValueError, match="made with the prompt"):
+        edit(pipe, image, "a blue square", TARGET, steps=4, guidance=3.0, inversion=earlier)
+    assert earlier.prompts == [SOURCE]
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         edit(pipe, image, SOURCE, TARGET, mode_options={"cross_fraction": 1.5}, steps=4)
     with pytest.raises(ValueError, match="finite values in \\[0, 1\\]"):

@@ -215,6 +215,10 @@ def edit(
     if reused and float(inversion.guidance) != float(guidance):
         raise ValueError(f"the given inversion was made at guidance {inversion.guidance}, not {guidance}: "
                          "its noise regenerates the image only at its own guidance")
+    if reused and inversion.prompts is not None and inversion.prompts != list(sources):
+        made, asked = next((a, b) for a, b in zip(inversion.prompts, sources) if a != b)
+        raise ValueError(f"the given inversion was made with the prompt {made!r}, not the source prompt {asked!r}: "
+                         "its noise regenerates the image only with its own prompt")
     with measure(network_of(pipe).device) as cost:
         if not reused:
             inversion = invert(pipe, images, prompt=sources, scheduler=scheduler, steps=steps, guidance=guidance,

@@ -35,6 +35,7 @@ class InversionResult:
     decoder_seconds: float | None = None
     decoder_peak_memory_bytes: int | None = None
     decoder_iterations: int | None = None
+    prompts: list[str] | None = None  # the prompt of each latent, where the caller knew them (diffinv.invert)
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
