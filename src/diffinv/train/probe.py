@@ -20,6 +20,7 @@ for any model folder.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -46,8 +47,8 @@ def parse_probe_settings(text: str) -> list[tuple[str, int, float]]:
         try:
             value = float(guidance)
         except ValueError:
-            value = float("nan")
-        if not sep or not value == value or value in (float("inf"), float("-inf")):
+            value = math.nan
+        if not sep or not math.isfinite(value):
             raise ValueError(f"probe setting {item!r} is not SAMPLER:STEPS@GUIDANCE (e.g. ddim:50@7.5)")
         ((name, steps),) = parse_schedulers(sampler)
         settings.append((name, steps, value))

@@ -48,6 +48,13 @@ CHROMA_AMPLITUDE = 8.0
 TEXTURES: tuple[str, ...] = ("luminance", "colour")
 
 
+def check_texture(texture: str) -> str:
+    """Return `texture` if it is one of TEXTURES, else raise a ValueError listing them."""
+    if texture not in TEXTURES:
+        raise ValueError(f"unknown texture style {texture!r}; choose one of {', '.join(TEXTURES)}")
+    return texture
+
+
 @dataclass(frozen=True)
 class Scene:
     """What one image shows: a shape of one color on a background of another, at a place and size."""
@@ -89,8 +96,7 @@ def random_scene(rng: np.random.Generator, combo: tuple[str, str, str] | None = 
     `textured` also draws a continuous rotation and a texture seed (flat scenes draw neither, so their
     random stream is the one the first two bundled models were trained on), in the style `texture`.
     """
-    if texture not in TEXTURES:
-        raise ValueError(f"unknown texture style {texture!r}; choose one of {', '.join(TEXTURES)}")
+    check_texture(texture)
     if combo is None:
         pool = combos if combos is not None else all_combos()
         combo = pool[int(rng.integers(len(pool)))]

@@ -28,7 +28,7 @@ from diffinv.models.tokenizer import build_tokenizer
 from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, train_combos, unet_batch
 from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
 from diffinv.train.probe import DEFAULT_SETTINGS
-from diffinv.train.scenes import TEXTURES, caption
+from diffinv.train.scenes import caption, check_texture
 from diffinv.train.vae import build_vae, decoder_modules, stored_arch
 
 DEFAULT_UNET = dict(channels=(32, 64, 128), text_width=64, text_layers=2)
@@ -184,8 +184,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
-    if texture not in TEXTURES:
-        raise ValueError(f"unknown texture style {texture!r}; choose one of {', '.join(TEXTURES)}")
+    check_texture(texture)
     if not (agreement >= 0 and 0 <= agreement_below <= 1000):
         raise ValueError(f"agreement must be >= 0 and agreement_below in [0, 1000], got {agreement}, {agreement_below}")
     if init_from is not None:
@@ -228,7 +227,8 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
         loss = per_sample.mean()
         low = (t < agreement_below) & (which != empty)
         if agreement > 0 and bool(low.any()):
-            unconditional = unet(zt[low], t[low], text_encoder(ids[empty].expand(int(low.sum()), -1))[0]).sample
+            empty_embedding = text_encoder(ids[empty:empty + 1])[0]  # encoded once, shared by every such sample
+            unconditional = unet(zt[low], t[low], empty_embedding.expand(int(low.sum()), -1, -1)).sample
             loss = loss + agreement * ((pred[low] - unconditional) ** 2).mean(dim=(1, 2, 3)).sum() / batch
         return loss
 
