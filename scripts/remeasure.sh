@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Re-run every measurement the README and docs/ quote for the bundled model, in two lanes of one torch
 # thread each (about 3 hours on a 2-core CPU: the n=16 watermark runs and the editing bench are most of
-# it). Tables and JSON go to ${OUT:-runs/remeasure}/; the decoder Pareto plot to docs/decoder_pareto.png.
+# it). Tables and JSON go to ${OUT:-docs/measurements/MODEL_NAME}/, where git keeps them (commit them as they
+# finish: a session's ignored folders do not outlive it); the decoder Pareto plot to docs/decoder_pareto.png.
 # Use it after changing the bundled weights. Resumable: rerunning skips every command whose
 # output is there (on the same weights only). The *_v2 runs are the previous model's side of the README's before/after table.
-# MODEL=folder measures a candidate before it ships (outputs to runs/remeasure-candidate/ unless OUT is set; the
+# MODEL=folder measures a candidate before it ships (outputs to docs/measurements/FOLDER_NAME/ unless OUT is set; the
 # demo, the CLI example and the previous model's runs are skipped, the decoder plot goes to OUT/).
 # SKIP="decoder decoder16 ..." leaves out the named runs (output names without .txt), e.g. the autoencoder-only
 # decoder runs after a UNet-only change, or the previous model's *_v2 runs, which do not change.
@@ -18,7 +19,7 @@ P="${DIFFINV_VENV:-.venv}/bin/python"
 P_ABS="$(cd "$(dirname "$P")" && pwd)/python"  # for commands run from another folder
 M="${MODEL:-tiny}"
 if [ "$M" = tiny ]; then MDIR=src/diffinv/weights/tiny; else MDIR="$M"; fi
-if [ "$M" = tiny ]; then B="${OUT:-runs/remeasure}"; else B="${OUT:-runs/remeasure-candidate}"; fi
+B="${OUT:-docs/measurements/$(basename "$MDIR")}"  # tracked by git (docs/measurements/.gitignore drops images)
 PLOT=docs/decoder_pareto.png
 [ "$M" = tiny ] || PLOT="$B/decoder_pareto.png"
 shipped() { [ "$M" = tiny ]; }  # the runs that only make sense for the bundled model (demo, previous version)
