@@ -6,7 +6,8 @@
 # Use it after changing the bundled weights. Resumable: rerunning skips every command whose
 # output is there (on the same weights only). The *_v2 runs are the previous model's side of the README's before/after table.
 # MODEL=folder measures a candidate before it ships (outputs to docs/measurements/FOLDER_NAME/ unless OUT is set; the
-# demo, the CLI example and the previous model's runs are skipped, the decoder plot goes to OUT/).
+# demo, the CLI, API, watermark and edit examples and the previous model's runs are skipped, the decoder plot
+# goes to OUT/).
 # SKIP="decoder decoder16 ..." leaves out the named runs (output names without .txt), e.g. the autoencoder-only
 # decoder runs after a UNet-only change, or the previous model's *_v2 runs, which do not change.
 # Each lane runs the issue-#12 items (probe, sampler, watermark) first, then the rest.
