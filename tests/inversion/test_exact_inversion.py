@@ -181,6 +181,8 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     result = runner.invoke(app, [
         "bench", "sampler-inversion", "--model", str(model_dir), "--n", "1", "--schedulers", "ddim:4,dpm++2m:4",
         "--guidances", "7.5", "--methods", "naive,exact-aa,exact:anderson=3,sweeps=3", "--json", str(tmp_path / "bench.json"),
+        # the default 1e-6 sits near float32's round-off for these steps: one CPU stalls at 1.04e-6, another below
+        "--tol", "1e-5",
     ])
     assert result.exit_code == 0, result.output
     assert "exact-aa" in result.output and "noise NMSE" in result.output
@@ -190,7 +192,7 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
                 "nfe", "seconds", "peak_memory_bytes", "converged"):
         assert all(key in row for row in rows)
     naive, exact = (next(r for r in rows if r["method"] == m and r["scheduler"] == "dpm++2m") for m in ("naive", "exact-aa"))
-    assert exact["noise_nmse"] < naive["noise_nmse"] / 100 and exact["converged"]
+    assert exact["noise_nmse"] < naive["noise_nmse"] / 100 and exact["converged"] and exact["max_step_residual"] <= 1e-5
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "magic"])
     assert bad.exit_code == 2 and "unknown inversion method" in bad.output
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "exact-lm:refine=bfgs"])
