@@ -109,7 +109,7 @@ def test_euler_inverts_like_ddim(pipe):
     denoiser = Denoiser.from_pipeline(pipe, PROMPTS[:1], 1, 1.0, euler.prediction_type)
     latent = sample(denoiser, euler, noise).final
     naive = invert_latent(denoiser, euler, latent, method="naive")
-    exact = invert_latent(denoiser, euler, latent, method="exact", tol=1e-6, anderson=3)
+    exact = invert_latent(denoiser, euler, latent, method="exact", tol=1e-5, anderson=3)  # above float32 round-off
     naive_error = ((naive.noise - noise).norm() / noise.norm()) ** 2
     exact_error = ((exact.noise - noise).norm() / noise.norm()) ** 2
     assert exact_error < naive_error / 100 and exact.converged
