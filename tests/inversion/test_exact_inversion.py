@@ -80,6 +80,40 @@ def test_sweeps_make_multistep_inversion_more_exact(pipe):
     assert errors[1] < errors[0] / 10
 
 
+@pytest.mark.parametrize("guidance", [1.0, 7.5])
+def test_sweeps_keep_the_one_whose_noise_regenerates_z0_best(pipe, guidance):
+    stiff = lambda unet, guided: Stiff(unet, guided, beta=-3.0)  # noqa: E731  (a chain that amplifies errors)
+    noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 10, guidance, unet=stiff)
+
+    def regeneration(z):
+        return float((sample(denoiser, schedule, z).final - latent).norm() / latent.norm())
+
+    solver = METHODS["exact"](sweeps=3, fine_steps=2, **FAST)
+    result = run_inversion(denoiser, schedule, latent, solver, "exact")
+    first = invert_latent(denoiser, schedule, latent, "exact", fine_steps=2, **FAST)
+    errors = [float(e) for e in solver.regeneration]
+    assert 1 <= len(errors) <= 3 and (len(errors) == 3 or errors[-1] >= min(errors[:-1]))  # stops when no better
+    assert regeneration(result.noise) == pytest.approx(min(errors), rel=1e-3, abs=1e-9)
+    assert regeneration(result.noise) <= regeneration(first.noise) * (1 + 1e-3) + 1e-9  # never worse than one sweep
+    assert len(result.residuals) == 10
+
+
+def test_combine_sweeps_takes_each_latent_from_its_chosen_sweep():
+    from diffinv.inversion.driver import StepOutcome
+    from diffinv.inversion.exact import combine_sweeps
+
+    def outcome(value, residual, converged):
+        return StepOutcome(latent=torch.full((2, 3), value), data_prediction=torch.full((2, 3), -value),
+                           residual=residual, converged=converged)
+
+    sweeps = [[outcome(1.0, 1e-3, False)], [outcome(2.0, 1e-6, True)]]
+    (step,) = combine_sweeps(sweeps, torch.tensor([1, 0]))
+    assert step.latent[:, 0].tolist() == [2.0, 1.0] and step.data_prediction[:, 0].tolist() == [-2.0, -1.0]
+    assert step.residual == 1e-3 and not step.converged  # the worst of the sweeps it took latents from
+    (only_second,) = combine_sweeps(sweeps, torch.tensor([1, 1]))
+    assert only_second.residual == 1e-6 and only_second.converged
+
+
 def test_anderson_needs_far_fewer_network_calls(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 10, 7.5)
     plain = invert_latent(denoiser, schedule, latent, "exact", tol=1e-5)

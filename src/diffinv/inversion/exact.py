@@ -31,7 +31,6 @@ misses its tolerance marks the result `converged=False`.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,6 +47,7 @@ from diffinv.inversion.levenberg import dense, levenberg_marquardt, matrix_free
 from diffinv.inversion.naive import explicit_step
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point, Prediction, predict
+from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import Schedule, Step
 from diffinv.sampler.solvers import update
 from diffinv.utils.specs import check_option_types
@@ -236,6 +236,29 @@ class StepProblem:
         return float(update(predict(zero, one, start, kind), start, end) - update(predict(zero, zero, start, kind), start, end))
 
 
+def combine_sweeps(sweeps: list[list[StepOutcome]], choice: torch.Tensor) -> list[StepOutcome]:
+    """Per inverse step, each latent's outcome from its chosen sweep (`choice[b]` indexes `sweeps`).
+
+    Residuals are kept per batch, so a combined step reports the largest residual of the sweeps it took
+    latents from (an upper bound) and is converged only if each of them was."""
+    combined = []
+    for position in range(len(sweeps[0])):
+        used = sorted({int(c) for c in choice})
+        rows = [choice == index for index in range(len(sweeps))]
+        latent, data = sweeps[used[0]][position].latent.clone(), sweeps[used[0]][position].data_prediction.clone()
+        for index in used[1:]:
+            mask = rows[index].to(latent.device).view(-1, *[1] * (latent.ndim - 1))
+            latent = torch.where(mask, sweeps[index][position].latent, latent)
+            data = torch.where(mask, sweeps[index][position].data_prediction, data)
+        residuals = [sweeps[index][position].residual for index in used]
+        combined.append(StepOutcome(
+            latent=latent, data_prediction=data,
+            residual=None if any(r is None for r in residuals) else max(residuals),
+            converged=all(sweeps[index][position].converged for index in used),
+        ))
+    return combined
+
+
 class ImplicitInversion:
     """`StepSolver` that solves each inverse step's implicit equation (see the module docstring).
 
@@ -262,21 +285,50 @@ class ImplicitInversion:
         #: sampling step index -> (solved latent at its start, data prediction there), filled as steps are solved.
         self.solved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.sweep: int | None = None  # the sweep `prepare` is running, if any
 
     def prepare(self, denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor) -> None:
-        """Remember the sampling schedule; with `sweeps` > 1 and a multistep sampler, run the earlier
-        sweeps (whole inversions) so this one can use their latents and data predictions."""
+        """Remember the sampling schedule; with `sweeps` > 1 and a multistep sampler, run the sweeps (whole
+        inversions, each taking its multistep terms from the one before) and keep the best for the driver.
+
+        A sweep is judged by what exact inversion is for: how well its noise regenerates z_0 through the
+        sampler (one sampling pass, `steps` network calls). The sweeps stop at the first one that regenerates
+        z_0 no better than the best so far, and the driver's pass replays the best: on a sampler whose
+        multistep chain amplifies errors, later sweeps can converge step by step to a noise farther from z_0's
+        preimage than the first one's."""
         self.schedule, self.log, self.solved, self.previous = schedule, [], {}, None
-        if self.sweeps > 1 and any(step.order > 1 for step in schedule.steps):
-            earlier = copy.copy(self)
-            earlier.sweeps = self.sweeps - 1
-            run_inversion(denoiser, schedule, latent, earlier, f"exact (sweep {self.sweeps - 1})")
-            self.previous = earlier.solved
-            self.log = earlier.log
+        self.replay: list[StepOutcome] | None = None
+        self.outcomes: list[StepOutcome] = []
+        #: per sweep, each latent's relative error of regenerating z_0 from that sweep's noise.
+        self.regeneration: list[torch.Tensor] = []
+        if self.sweeps <= 1 or all(step.order == 1 for step in schedule.steps):
+            return
+        sweeps: list[list[StepOutcome]] = []
+        for sweep in range(1, self.sweeps + 1):
+            self.sweep, self.solved, self.outcomes = sweep, {}, []
+            noise = run_inversion(denoiser, schedule, latent, self.solve_step, f"exact (sweep {sweep})").noise
+            error = per_latent_norm(sample(denoiser, schedule, noise).final - latent) / per_latent_norm(latent).clamp_min(1e-12)
+            improved = bool((error < torch.stack(self.regeneration).amin(0)).any()) if self.regeneration else True
+            self.regeneration.append(error.double().cpu())
+            sweeps.append(self.outcomes)
+            if not improved:
+                break
+            self.previous = self.solved
+        self.sweep = None
+        self.replay = combine_sweeps(sweeps, torch.stack(self.regeneration).argmin(0))
 
     def __call__(
         self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
     ) -> StepOutcome:
+        """The driver's pass: the best sweep's step when `prepare` ran sweeps, else the step solved now."""
+        if self.replay is not None:
+            return self.replay[position]
+        return self.solve_step(denoiser, x, step, history, position)
+
+    def solve_step(
+        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
+    ) -> StepOutcome:
+        """Solve one inverse step; in a later sweep with the previous sweep's latents and data predictions."""
         if self.schedule is None:
             raise RuntimeError("call prepare(denoiser, schedule, latent) first (run_inversion does)")
         nfe_before = denoiser.nfe
@@ -293,14 +345,16 @@ class ImplicitInversion:
         result = self.solve(problem, start)
         self.solved[forward.index] = (result.latent, result.extra)
         self.log.append({
-            "sweep": self.sweeps, "position": position, "timestep": forward.timestep, "order": forward.order,
+            "sweep": getattr(self, "sweep", None) or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
             "evaluations": result.evaluations, "nfe": denoiser.nfe - nfe_before, "residual": result.residual,
             "stop": result.stop, "converged": result.converged,
         })
-        return StepOutcome(
+        outcome = StepOutcome(
             latent=result.latent, data_prediction=result.extra if kept is None else kept, residual=result.residual,
             converged=result.converged,
         )
+        self.outcomes.append(outcome)
+        return outcome
 
     def solve(self, problem: StepProblem, start: torch.Tensor) -> Iteration:
         """Run the configured iteration on one step's equation from the warm start."""
