@@ -155,7 +155,7 @@ def test_levenberg_marquardt_finishes_steps_the_first_solver_leaves(pipe, refine
 def test_full_jacobian_matches_forward_mode_products(pipe, guidance):
     """`StepProblem.jacobian` (batched columns, repeated latents, history and correction tiled) agrees with
     the single Jacobian-vector products Levenberg-Marquardt uses, for a multistep DPM-Solver++ step on 2 latents."""
-    from diffinv.inversion.exact import StepProblem
+    from diffinv.inversion.step_problem import StepProblem
 
     schedule = make_schedule("dpm++2m", pipe.scheduler.config, 5)
     denoiser = Denoiser.from_pipeline(pipe, "a red circle", 2, guidance, schedule.prediction_type)

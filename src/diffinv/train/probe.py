@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from diffinv.inversion import invert_latent
-from diffinv.inversion.exact import StepProblem
+from diffinv.inversion.step_problem import StepProblem
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import seeded_noise
 from diffinv.sampler.sampling import sample, step_history
