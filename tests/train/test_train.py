@@ -293,12 +293,54 @@ def test_agreement_loss_changes_training_and_refuses_bad_weights(tmp_path):
     train_vae(tmp_path / "vae", steps=1, batch=2, channels=(8, 16, 16), groups=4)
     settings = dict(steps=1, batch=4, buffer=4, fresh=2, channels=(16, 32, 32), text_width=32, text_layers=1, drop=0.0)
     weights = {}
-    for run, agreement in (("plain", 0.0), ("agree", 1.0)):
+    runs = {"plain": {}, "agree": {"agreement": 1.0, "agreement_below": 1000},
+            "monotone": {"monotone": 10.0, "monotone_below": 1000, "monotone_samples": 2}}
+    for run, options in runs.items():
         (tmp_path / run).mkdir()
         (tmp_path / run / "vae").symlink_to(tmp_path / "vae")
-        train_unet(tmp_path / run, agreement=agreement, agreement_below=1000, **settings)
+        train_unet(tmp_path / run, **options, **settings)
         weights[run] = torch.load(tmp_path / run / "unet" / "step_0000001.pt", weights_only=False)["modules"]["unet"]
-    assert any(not torch.equal(weights["plain"][k], weights["agree"][k]) for k in weights["plain"])
+    for run in ("agree", "monotone"):
+        assert any(not torch.equal(weights["plain"][k], weights[run][k]) for k in weights["plain"])
     for bad in ({"agreement": -1.0}, {"agreement_below": 2000}):
         with pytest.raises(ValueError, match="agreement"):
             train_unet(tmp_path / "bad", **{**settings, **bad})
+    for bad in ({"monotone": -1.0}, {"monotone_below": -5}, {"monotone_samples": 0}):
+        with pytest.raises(ValueError, match="monotone"):
+            train_unet(tmp_path / "bad", **{**settings, **bad})
+
+
+class _LinearDenoiser(torch.nn.Module):
+    """An epsilon predictor whose data prediction is x0(z) = A z at every noise level (A a 4x4x4 = 64-dim matrix)."""
+
+    def __init__(self, matrix: torch.Tensor, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        self.matrix, self.alphas_cumprod = matrix, alphas_cumprod
+
+    def forward(self, z, t, cond):
+        from types import SimpleNamespace
+
+        a = self.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+        s = (1 - self.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+        x0 = (z.flatten(1) @ self.matrix.T).view_as(z)
+        return SimpleNamespace(sample=(z - a * x0) / s)
+
+
+def test_monotonicity_penalty_vanishes_only_for_symmetric_positive_jacobians():
+    from diffinv.train.unet import monotonicity_penalty
+
+    torch.manual_seed(0)
+    alphas_cumprod = torch.linspace(0.999, 0.01, 1000)
+    z = torch.randn(6, 4, 4, 4)
+    t = torch.tensor([1, 21, 91, 150, 400, 900])
+    basis = torch.randn(64, 64)
+    symmetric_positive = basis @ basis.T / 64
+    skew = (basis - basis.T) / 8
+
+    def penalty(matrix: torch.Tensor) -> torch.Tensor:
+        return monotonicity_penalty(_LinearDenoiser(matrix, alphas_cumprod), z, t, None, alphas_cumprod,
+                                    torch.Generator().manual_seed(1))
+
+    assert penalty(symmetric_positive).max() < 1e-8  # Tweedie's case: nothing to penalise
+    assert (penalty(symmetric_positive + skew) > 1e-3).all()  # asymmetric: every sample sees it
+    assert (penalty(-symmetric_positive) > 1e-3).all()  # symmetric but negative: a folding step

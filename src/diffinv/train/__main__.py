@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--agreement", type=float, default=0.0,
                    help="weight of the conditional/unconditional agreement loss at low noise (0: off)")
     p.add_argument("--agreement-below", type=int, default=200, help="timesteps below which the agreement loss applies")
+    p.add_argument("--monotone", type=float, default=0.0,
+                   help="weight of the penalty on an asymmetric or negative x0-Jacobian at low noise (0: off)")
+    p.add_argument("--monotone-below", type=int, default=200, help="timesteps below which the monotonicity penalty applies")
+    p.add_argument("--monotone-samples", type=int, default=8, help="samples of each batch the monotonicity penalty uses")
     p.add_argument("--probe-every", type=int, default=1000, help="invertibility probe every N steps (0: never)")
     p.add_argument("--probe-at", default="ddim:50@1",
                    help="the probe's settings, SAMPLER:STEPS@GUIDANCE, comma-separated (e.g. ddim:50@1,dpm++2m:10@7.5)")
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                    fresh=args.fresh, photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
                    weighting=args.weighting, ema=args.ema, probe_every=args.probe_every, texture=args.texture,
                    probe_settings=probe_settings, agreement=args.agreement, agreement_below=args.agreement_below,
+                   monotone=args.monotone, monotone_below=args.monotone_below, monotone_samples=args.monotone_samples,
                    channels=args.channels, text_width=args.text_width, until=args.until, init_from=args.init_from)
     elif args.command == "export":
         from diffinv.train.export import export

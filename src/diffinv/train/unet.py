@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from diffinv.models.testing import SD_SCHEDULER_CONFIG
@@ -160,11 +161,44 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float =
     return snr.clamp(max=gamma) / snr
 
 
+def monotonicity_penalty(unet: UNet2DConditionModel, zt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                         alphas_cumprod: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample penalty on the denoiser's x0-Jacobian J for being asymmetric or having a negative direction.
+
+    An ideal denoiser's J = d x0 / d z_t is symmetric positive semi-definite (Tweedie: a posterior
+    covariance), which is what keeps every sampler step invertible; a learnt one can fold where the data
+    has little variance (the last step of DPM-Solver++ to sigma 0 on flat regions). With random u, v,
+    (u'Jv - v'Ju)^2 / d estimates ||J - J'||_F^2 / d (Hutchinson), and w = J'u, a power step that leans
+    towards J's most extreme directions, gives the Rayleigh quotient w'Jw / |w|^2, penalised where it is
+    below 0. Both come from vector-Jacobian products of the epsilon prediction (J = (I - s J_eps) / a with
+    a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar)), so this needs double backward through the UNet.
+    """
+    z = zt.detach().requires_grad_(True)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no double backward
+        eps = unet(z, t, cond).sample
+    u = torch.randn(z.shape, generator=gen)
+    v = torch.randn(z.shape, generator=gen)
+    dims = tuple(range(1, z.dim()))
+    ju = torch.autograd.grad(eps, z, u, create_graph=True, retain_graph=True)[0]
+    jv = torch.autograd.grad(eps, z, v, create_graph=True, retain_graph=True)[0]
+    a = alphas_cumprod[t].sqrt().view(-1)
+    s = (1 - alphas_cumprod[t]).sqrt().view(-1)
+    size = float(z[0].numel())
+    # u'J_eps v - v'J_eps u = v.(J_eps'u) - u.(J_eps'v); the x0-Jacobian's asymmetry is -s/a times it.
+    asymmetry = (s / a) * ((v * ju).sum(dims) - (u * jv).sum(dims))
+    w = ju.detach()
+    w = w / w.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * (z.dim() - 1)))
+    jw = torch.autograd.grad(eps, z, w, create_graph=True)[0]
+    rayleigh = (1 - s * (w * jw).sum(dims)) / a  # w'Jw for the unit vector w
+    return asymmetry**2 / size + torch.relu(-rayleigh) ** 2
+
+
 def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, seed: int = 0,
                buffer: int = 2048, fresh: int = 16, photo_fraction: float = 0.125, leaves_fraction: float = 0.125,
                drop: float = 0.1, weighting: str = "uniform", ema: float = 0.999, probe_every: int = 0,
                texture: str = "luminance", probe_settings: Sequence[tuple[str, int, float]] = DEFAULT_SETTINGS,
                agreement: float = 0.0, agreement_below: int = 200,
+               monotone: float = 0.0, monotone_below: int = 200, monotone_samples: int = 8,
                until: int | None = None, init_from: Path | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder.
 
@@ -181,12 +215,19 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     `agreement_below`. At low noise the noisy latent already shows what the caption says, so an ideal
     model's two predictions agree there; classifier-free guidance multiplies a learnt disagreement by
     (w - 1), and that is what folds the guided sampler's low-noise steps.
+
+    `monotone` > 0 adds that weight times `monotonicity_penalty` (an asymmetric or negative x0-Jacobian)
+    on up to `monotone_samples` of the batch's samples at timesteps below `monotone_below`, summed and
+    divided by the batch size as the agreement term is.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
     check_texture(texture)
     if not (agreement >= 0 and 0 <= agreement_below <= 1000):
         raise ValueError(f"agreement must be >= 0 and agreement_below in [0, 1000], got {agreement}, {agreement_below}")
+    if not (monotone >= 0 and 0 <= monotone_below <= 1000 and monotone_samples >= 1):
+        raise ValueError(f"monotone must be >= 0, monotone_below in [0, 1000] and monotone_samples >= 1, got "
+                         f"{monotone}, {monotone_below}, {monotone_samples}")
     if init_from is not None:
         vae = AutoencoderKL.from_pretrained(str(Path(init_from) / "vae"), torch_dtype=torch.float32).eval().requires_grad_(False)
     else:
@@ -207,7 +248,8 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     alphas_cumprod = DDIMScheduler(**SD_SCHEDULER_CONFIG).alphas_cumprod.float()
     config = dict(arch=arch, steps=steps, batch=batch, lr=lr, seed=seed, buffer=buffer, fresh=fresh,
                   photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, drop=drop, weighting=weighting,
-                  ema=ema, texture=texture, agreement=agreement, agreement_below=agreement_below, scaling_factor=scale, init_from=str(init_from) if init_from else None)
+                  ema=ema, texture=texture, agreement=agreement, agreement_below=agreement_below, monotone=monotone, monotone_below=monotone_below,
+                  monotone_samples=monotone_samples, scaling_factor=scale, init_from=str(init_from) if init_from else None)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
@@ -230,6 +272,10 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
             empty_embedding = text_encoder(ids[empty:empty + 1])[0]  # encoded once, shared by every such sample
             unconditional = unet(zt[low], t[low], empty_embedding.expand(int(low.sum()), -1, -1)).sample
             loss = loss + agreement * ((pred[low] - unconditional) ** 2).mean(dim=(1, 2, 3)).sum() / batch
+        chosen = torch.nonzero(t < monotone_below).flatten()[:monotone_samples]
+        if monotone > 0 and len(chosen):
+            penalty = monotonicity_penalty(unet, zt[chosen], t[chosen], cond[chosen], alphas_cumprod, gen)
+            loss = loss + monotone * penalty.sum() / batch
         return loss
 
     def probe(step: int, weights: dict[str, torch.nn.Module]) -> None:
