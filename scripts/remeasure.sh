@@ -62,8 +62,6 @@ print(found.report())"
   step probe.txt "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --last 5 --json "$B/probe.json"
   step sampler.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 --prompt "$HELD" \
     --methods naive,fixed-point,exact,exact-aa --json "$B/sampler.json"
-  step sampler_dpm.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers dpm++2m:10 --guidances 1,3,7.5 --prompt "$HELD" \
-    --methods naive,exact,exact-aa --json "$B/sampler_dpm.json"
   step sampler_dpm_fine10.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers dpm++2m:10 --guidances 1,3,7.5 \
     --prompt "$HELD" --methods "exact-aa:fine_steps=10,exact-lm:fine_steps=10" --json "$B/sampler_dpm_fine10.json"
   step eval.txt "$P" -m diffinv.train evaluate --model "$MDIR" --json "$B/eval.json"

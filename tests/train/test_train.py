@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -320,8 +321,6 @@ class _LinearDenoiser(torch.nn.Module):
         self.matrix, self.alphas_cumprod = matrix, alphas_cumprod
 
     def forward(self, z, t, cond):
-        from types import SimpleNamespace
-
         a = self.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
         s = (1 - self.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
         x0 = (z.flatten(1) @ self.matrix.T).view_as(z)

@@ -272,8 +272,8 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
             empty_embedding = text_encoder(ids[empty:empty + 1])[0]  # encoded once, shared by every such sample
             unconditional = unet(zt[low], t[low], empty_embedding.expand(int(low.sum()), -1, -1)).sample
             loss = loss + agreement * ((pred[low] - unconditional) ** 2).mean(dim=(1, 2, 3)).sum() / batch
-        chosen = torch.nonzero(t < monotone_below).flatten()[:monotone_samples]
-        if monotone > 0 and len(chosen):
+        chosen = torch.nonzero(t < monotone_below).flatten()[:monotone_samples] if monotone > 0 else []
+        if len(chosen):
             penalty = monotonicity_penalty(unet, zt[chosen], t[chosen], cond[chosen], alphas_cumprod, gen)
             loss = loss + monotone * penalty.sum() / batch
         return loss
