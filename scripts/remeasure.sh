@@ -97,6 +97,7 @@ lane2() {
   step recon_white.txt "$D" bench reconstruction --model "$M" --images white --prompt "a red circle on a white background" --guidance 7.5 \
     --methods naive,easyinv,easyinv:preset=sdxl,renoise,renoise:noise_regularization=true --per-image \
     --json "$B/recon_white.json"
+  step wm_clean64.txt "$D" bench watermark --model "$M" --n 64 --attacks clean --pipelines encoder+naive --json "$B/wm_clean64.json"  # +-0.015
   step wm_clean2.txt "$D" bench watermark --model "$M" --n 16 --attacks clean --pipelines gradient+naive,gradient-free+exact \
     --json "$B/wm_clean2.json"
   step wm_attacks_gf.txt "$D" bench watermark --model "$M" --n 16 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \

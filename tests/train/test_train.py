@@ -17,8 +17,6 @@ from diffinv.train.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, ran
 BUNDLED = Path(__file__).resolve().parents[2] / "src" / "diffinv" / "weights" / "tiny"
 #: The previous bundled model, kept for the before/after tables (its sampler folds at t=21).
 PREVIOUS_VERSION = Path(__file__).resolve().parents[2] / "models" / "tiny-v2"
-#: The candidate for the next bundled model (the fourth version fine-tuned with the monotonicity penalty).
-CANDIDATE = Path(__file__).resolve().parents[2] / "models" / "tiny-ft7"
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -234,7 +232,7 @@ def test_smoke_train_resume_export(tmp_path, capsys):
     assert image.shape == (1, 64, 64, 3)
 
 
-@pytest.mark.parametrize("folder", [BUNDLED, PREVIOUS_VERSION, CANDIDATE], ids=["tiny", "tiny-v2", "tiny-ft7"])
+@pytest.mark.parametrize("folder", [BUNDLED, PREVIOUS_VERSION], ids=["tiny", "tiny-v2"])
 def test_bundled_weights_generate(folder):
     sizes = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert sizes <= 15 * 2**20
