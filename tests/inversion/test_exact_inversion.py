@@ -98,6 +98,29 @@ def test_sweeps_keep_the_one_whose_noise_regenerates_z0_best(pipe, guidance):
     assert len(result.residuals) == 10
 
 
+@pytest.mark.parametrize("sweeps", [1, 3])
+def test_multistep_inversion_reports_how_well_its_noise_regenerates_z0(pipe, sweeps):
+    # The step equations of DPM-Solver++ hold estimated multistep terms, so steps that meet their tolerance do
+    # not make the noise a preimage: the result says how well the noise regenerates z_0, and a noise that
+    # misses `regeneration_tol` is reported unconverged however small the step residuals.
+    noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 10, 7.5)
+    result = invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, fine_steps=2, **FAST)
+    measured = float((sample(denoiser, schedule, result.noise).final - latent).norm() / latent.norm())
+    assert result.regeneration_error == pytest.approx(measured, rel=1e-3, abs=1e-9)
+    assert result.report["regeneration_error"] == result.regeneration_error
+    assert result.converged == (max(result.residuals) <= 1e-5 and result.regeneration_error <= 1e-2)
+    strict = invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, fine_steps=2, regeneration_tol=measured / 10, **FAST)
+    assert not strict.converged and any("regenerates z_0" in note for note in strict.notes)
+    assert torch.allclose(strict.noise, result.noise)  # the check only judges; it changes nothing
+    unchecked = invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, fine_steps=2, regeneration_tol=None, **FAST)
+    assert unchecked.regeneration_error is None and "regeneration_error" not in unchecked.report
+
+
+def test_first_order_inversion_has_no_regeneration_check(pipe):
+    noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 10, 7.5)
+    assert invert_latent(denoiser, schedule, latent, "exact", **FAST).regeneration_error is None
+
+
 def test_combine_sweeps_takes_each_latent_from_its_chosen_sweep():
     from diffinv.inversion.driver import StepOutcome
     from diffinv.inversion.exact import combine_sweeps
@@ -202,6 +225,8 @@ def test_plateau_stop_saves_network_calls(pipe):
         ("exact", {"refine": "lm-dense", "refine_iter": 0}, "refine_iter"),
         ("exact", {"max_iter": 0}, "max_iter"),
         ("exact", {"tol": -1.0}, "tol"),
+        ("exact", {"regeneration_tol": 0.0}, "regeneration_tol must be positive"),
+        ("fixed-point", {"regeneration_tol": -1e-2}, "regeneration_tol must be positive"),
         ("fixed-point", {"rho": 0.5}, "unknown option"),
     ],
 )

@@ -66,6 +66,8 @@ def _summary(results: list[InversionResult | None], noises: list[torch.Tensor], 
         # per latent, in seed order (None where it blew up): the spread a mean hides
         "noise_nmse_each": [None if r is None else nmse(r.noise, z) for r, z in zip(results, noises)],
         "converged_each": [None if r is None else bool(r.converged) for r in results],
+        # how well each noise regenerates z_0 (relative), where the method checks it (multistep exact inversion)
+        "regeneration_error_each": [None if r is None else r.regeneration_error for r in results],
     }
     row["peak_memory_mb"] = row["peak_memory_bytes"] / 2**20
     return row

@@ -41,8 +41,23 @@ class StepOutcome:
 #: (denoiser, latent at the step's start, the inverse step, usable (level, x0) history, index in inversion order) -> outcome.
 #: A solver that needs a pass over the whole run first (e.g. to estimate neighbouring steps' predictions)
 #: may also have a `prepare(denoiser, schedule, latent)` method; the driver calls it inside the measured
-#: block, so its network calls, time and memory count.
+#: block, so its network calls, time and memory count. One whose steps do not solve the sampler's own equations
+#: exactly may have a `check(denoiser, schedule, latent, noise) -> Regeneration | None`, run after the last step
+#: (also measured): a failed check marks the result unconverged, with a note.
 StepSolver = Callable[[Denoiser, torch.Tensor, Step, list[tuple[Point, torch.Tensor]], int], StepOutcome]
+
+
+@dataclass
+class Regeneration:
+    """How well the recovered noise regenerates z_0 through the sampler: the largest relative error over the
+    batch, and the error the solver's tolerance allows."""
+
+    error: float
+    allowed: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= self.allowed
 
 
 def relative_residual(estimate: torch.Tensor, target: torch.Tensor) -> float:
@@ -94,9 +109,16 @@ def run_inversion(
             converged = converged and outcome.converged
             if keep_trajectory:
                 trajectory.append(x)
+        noise = x / schedule.init_noise_sigma
+        check = getattr(solve_step, "check", None)
+        regeneration = check(denoiser, schedule, latent.float(), noise) if check is not None else None
     notes = [] if converged else ["some steps did not reach their tolerance; see step_residuals"]
+    if regeneration is not None and not regeneration.ok:
+        converged = False
+        notes.append(f"the noise regenerates z_0 only to relative error {regeneration.error:.2g} (allowed {regeneration.allowed:.2g}): "
+                     "the multistep terms were estimated, so every step meeting its tolerance does not make it a preimage")
     return InversionResult(
-        noise=x / schedule.init_noise_sigma,
+        noise=noise,
         latent=latent,
         method=method,
         scheduler=schedule.name,
@@ -109,4 +131,5 @@ def run_inversion(
         converged=converged,
         notes=notes,
         trajectory=trajectory if keep_trajectory else [],
+        regeneration_error=None if regeneration is None else regeneration.error,
     )

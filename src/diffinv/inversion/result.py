@@ -37,6 +37,9 @@ class InversionResult:
     decoder_iterations: int | None = None
     prompts: list[str] | None = None  # the prompt of each latent, where the caller knew them (diffinv.invert)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: largest relative error ||S(noise) - z_0|| / ||z_0|| of regenerating z_0 through the sampler S, where the
+    #: method checked it (exact inversion of multistep samplers, whose step equations use estimated terms).
+    regeneration_error: float | None = None
 
     @property
     def report(self) -> dict[str, Any]:
@@ -54,6 +57,8 @@ class InversionResult:
         if self.residuals:
             report["max_step_residual"] = max(self.residuals)
             report["step_residuals"] = self.residuals
+        if self.regeneration_error is not None:
+            report["regeneration_error"] = self.regeneration_error
         if self.decoder is not None:
             report.update(
                 decoder=self.decoder,
