@@ -92,8 +92,7 @@ def resolve_options(method: str, defaults: dict[str, Any], options: dict[str, An
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for method {method!r}; accepted: {', '.join(defaults)}")
-    check_option_types(f"method {method!r}", {**defaults, "rho": 0.5, "tol": PAPER_TOL, "warmup": 0, "stall": 0,
-                                               "regeneration_tol": 1e-2}, options)
+    check_option_types(f"method {method!r}", {**defaults, "rho": 0.5, "tol": PAPER_TOL, "warmup": 0, "stall": 0}, options)
     resolved = {**defaults, **options}
     if resolved.get("solver", SOLVERS[0]) not in SOLVERS:
         raise ValueError(f"unknown solver {resolved['solver']!r} for method {method!r}; choose one of {', '.join(SOLVERS)}")
@@ -112,6 +111,12 @@ def resolve_options(method: str, defaults: dict[str, Any], options: dict[str, An
     if "rho" in resolved and float(resolved["rho"]) <= 0:
         raise ValueError(f"option rho must be positive, got {resolved['rho']}")
     return resolved
+
+
+def regeneration_errors(denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Per latent, ||S(noise) - z_0|| / ||z_0||: how well `noise` regenerates z_0 = `latent` through the sampler S
+    (one sampling pass)."""
+    return per_latent_norm(sample(denoiser, schedule, noise).final - latent) / per_latent_norm(latent).clamp_min(1e-12)
 
 
 def combine_sweeps(sweeps: list[list[StepOutcome]], choice: torch.Tensor) -> list[StepOutcome]:
@@ -188,7 +193,7 @@ class ImplicitInversion:
         for sweep in range(1, self.sweeps + 1):
             self.sweep, self.solved, self.outcomes = sweep, {}, []
             noise = run_inversion(denoiser, schedule, latent, self.solve_step, f"exact (sweep {sweep})").noise
-            error = per_latent_norm(sample(denoiser, schedule, noise).final - latent) / per_latent_norm(latent).clamp_min(1e-12)
+            error = regeneration_errors(denoiser, schedule, latent, noise)
             improved = bool((error < torch.stack(self.regeneration).amin(0)).any()) if self.regeneration else True
             self.regeneration.append(error.double().cpu())
             sweeps.append(self.outcomes)
@@ -209,7 +214,7 @@ class ImplicitInversion:
         if self.regeneration:
             errors = torch.stack(self.regeneration).amin(0)  # the replayed sweep is each latent's best
         else:
-            errors = per_latent_norm(sample(denoiser, schedule, noise).final - latent) / per_latent_norm(latent).clamp_min(1e-12)
+            errors = regeneration_errors(denoiser, schedule, latent, noise)
         return Regeneration(error=float(errors.max()), allowed=self.regeneration_tol)
 
     def __call__(
