@@ -102,6 +102,13 @@ lane2() {
     --json "$B/wm_clean2.json"
   step wm_attacks_gf.txt "$D" bench watermark --model "$M" --n 16 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \
     --pipelines gradient-free+naive --json "$B/wm_attacks_gf.json"   # the same images as wm_attacks (same seeds)
+  # the matched-filter score with radius-4 keys (49 Fourier coefficients instead of 29): README "Tree-Ring watermarks"
+  step wm_r4_attacks.txt "$D" bench watermark --model "$M" --n 16 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \
+    --pipelines encoder+naive --score correlation --radius 4 --json "$B/wm_r4_attacks.json"
+  step wm_r4_dpm.txt "$D" bench watermark --model "$M" --n 16 --scheduler dpm++2m --steps 10 --attacks clean \
+    --pipelines encoder+naive,gradient-free+naive,gradient-free+exact --score correlation --radius 4 --json "$B/wm_r4_dpm.json"
+  step wm_r4_clean64.txt "$D" bench watermark --model "$M" --n 64 --attacks clean --pipelines encoder+naive --score correlation \
+    --radius 4 --json "$B/wm_r4_clean64.json"
   step decoder.txt "$D" bench decoder-inversion --model "$M" --frames 1,16 --iterations 20,50,100 --dtype float32 --video-size 64 \
     --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder.json" --plot "$PLOT"
   step decoder16.txt "$D" bench decoder-inversion --model "$M" --frames 1 --iterations 20,50,100 --dtype float16 --video-size 64 \

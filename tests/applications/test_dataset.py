@@ -158,8 +158,14 @@ def test_watermark_scores_of_a_labelled_dataset(tmp_path):
     rows, metrics = score_dataset(records, tmp_path, keys)
     assert len(rows) == 18 and metrics["clean"] == 6 and metrics["watermarked_images"] == 12
     assert metrics["auc"] == 1.0 and metrics["tpr_at_1fpr"] == 1.0 and metrics["attribution_accuracy"] == 1.0
+    assert metrics["score"] == "distance" and rows[0]["correlation"] == pytest.approx(rows[0]["correlations"][0])
+    rows, metrics = score_dataset(records, tmp_path, keys, score="correlation")
+    assert metrics["score"] == "correlation" and metrics["auc"] == 1.0 and metrics["attribution_accuracy"] == 1.0
+    assert all(row["correlation"] > 0.99 for row in rows if row["label"] == 0)
     with pytest.raises(ValueError, match="names no key"):
         score_dataset([{**records[7], "label": "blue"}], tmp_path, keys)
+    with pytest.raises(ValueError, match="unknown watermark score"):
+        score_dataset(records, tmp_path, keys, score="l2")
 
 
 def test_cli_watermark_detect_over_a_manifest(model_dir, folder, tmp_path):

@@ -13,11 +13,13 @@ from diffinv.applications.attacks import ATTACKS, apply_attack, check_attack, pa
 from diffinv.applications.watermark import (
     WatermarkKey,
     classify,
+    correlation,
     distance,
     embed,
     generate_watermarked,
     make_key,
     p_value,
+    watermark_score,
 )
 from diffinv.cli import app
 from diffinv.inversion import invert_latent
@@ -45,6 +47,23 @@ def test_classification_picks_the_right_key():
     noise = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(5))
     marked = torch.cat([embed(noise[i : i + 1], keys[i]) for i in range(3)])
     assert classify(marked + 0.2 * torch.randn_like(marked), keys).tolist() == [0, 1, 2]
+
+
+def test_correlation_score_is_a_scale_free_matched_filter():
+    key = make_key((4, 16, 16), seed=1)
+    noise = torch.randn(8, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    marked = embed(noise, key)
+    assert torch.allclose(correlation(marked, key), torch.ones(8), atol=1e-5)
+    assert correlation(noise, key).abs().max() < 0.6  # a clean noise is about uncorrelated with the key
+    # shrinking the recovered noise (as an imperfect inversion does) moves the distance, not the correlation
+    assert torch.allclose(correlation(0.5 * marked, key), correlation(marked, key), atol=1e-6)
+    assert (distance(0.5 * marked, key) > distance(marked, key) + 1).all()
+    assert torch.equal(watermark_score(marked, key), -distance(marked, key))
+    keys = [make_key((4, 16, 16), seed=seed) for seed in range(3)]
+    three = torch.cat([embed(noise[i : i + 1], keys[i]) for i in range(3)])
+    assert classify(0.3 * three + 0.05 * torch.randn_like(three), keys, score="correlation").tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="unknown watermark score 'l2'; choose one of distance, correlation"):
+        watermark_score(marked, key, "l2")
 
 
 def test_detect_through_sampling_and_inversion(pipe):
@@ -127,3 +146,15 @@ def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
                                  "--pipelines", "encoder+naive,encoder+exact:anderson=2,tol=1e-5", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert [row["pipeline"] for row in json.loads(out.read_text())["rows"]] == ["encoder+naive", "encoder+exact:anderson=2,tol=1e-5"]
+    out = tmp_path / "correlation.json"
+    result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "2", "--steps", "3", "--attacks", "clean",
+                                 "--pipelines", "encoder+naive", "--score", "correlation", "--radius", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(out.read_text())["rows"][0]
+    assert (row["score"], row["radius"], row["default_radius"]) == ("correlation", 3, 2) and 0 <= row["auc"] <= 1
+    assert "(n=2 per class, score correlation, key radius 3)" in result.output
+    for bad, message in ((["--score", "l2"], "unknown watermark score"), (["--radius", "0"], "--radius must be at least 1"),
+                         (["--radius", "9"], "radius 9 must be between")):
+        result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "2", "--steps", "3",
+                                     "--attacks", "clean", "--pipelines", "encoder+naive", *bad])
+        assert result.exit_code == 2 and message in result.output, result.output

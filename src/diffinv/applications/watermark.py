@@ -5,6 +5,11 @@ those Fourier coefficients of the noise with the key's; detection inverts an ima
 (any diffinv inversion pipeline) and measures how close the same coefficients are to the key:
 
 - `distance`: mean |y - k| over the disc (the Tree-Ring paper's score; small = watermarked);
+- `correlation`: Re<y, k> / (|y| |k|), the matched filter for a known key (large = watermarked). It
+  ignores how much energy the recovered coefficients carry, which varies from image to image (the
+  disc holds the lowest frequencies, where the image's content sits) and which `distance` counts as
+  distance from the key; so after an imperfect inversion it separates watermarked from clean images
+  better (docs/watermark.md has the measurements);
 - `p_value`: the paper's statistical test. Under "no watermark" the real and imaginary parts of the
   recovered coefficients are N(0, s^2) with s^2 estimated from them, so sum((y - k)^2) / s^2 follows a
   non-central chi-squared law with 2|M| degrees of freedom and non-centrality sum(k^2) / s^2; a small
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
     from diffinv.pipeline import Generation
 
 PATTERNS = ("ring", "rand", "zeros")
+
+#: Detection scores: "distance" (Tree-Ring's, the default) and "correlation" (the matched filter).
+SCORES = ("distance", "correlation")
 
 
 @dataclass
@@ -142,6 +150,30 @@ def distance(noise: torch.Tensor, key: WatermarkKey) -> torch.Tensor:
     return (_masked(noise, key) - key.pattern[key.mask].to(torch.complex128)).abs().mean(dim=1).float()
 
 
+def correlation(noise: torch.Tensor, key: WatermarkKey) -> torch.Tensor:
+    """Per-image normalised correlation Re<y, k> / (|y| |k|) of the recovered disc coefficients y with the
+    key's k (the matched filter; in [-1, 1], higher = watermarked, about 0 for clean noise)."""
+    recovered = _masked(noise, key)
+    reference = key.pattern[key.mask].to(torch.complex128)
+    inner = (recovered.conj() * reference).real.sum(dim=1)
+    norms = recovered.abs().pow(2).sum(dim=1).sqrt() * reference.abs().pow(2).sum().sqrt()
+    return (inner / norms.clamp_min(1e-12)).float()
+
+
+def check_score(score: str) -> str:
+    """`score` if it names a detection score, else ValueError listing them."""
+    if score not in SCORES:
+        raise ValueError(f"unknown watermark score {score!r}; choose one of {', '.join(SCORES)}")
+    return score
+
+
+def watermark_score(noise: torch.Tensor, key: WatermarkKey, score: str = "distance") -> torch.Tensor:
+    """Per-image detection score, higher = watermarked: minus `distance`, or `correlation`."""
+    if check_score(score) == "correlation":
+        return correlation(noise, key)
+    return -distance(noise, key)
+
+
 def p_value(noise: torch.Tensor, key: WatermarkKey) -> torch.Tensor:
     """Per-image p-value of "no watermark" (small = watermarked), by the non-central chi-squared test."""
     recovered = torch.view_as_real(_masked(noise, key)).flatten(1)
@@ -153,9 +185,10 @@ def p_value(noise: torch.Tensor, key: WatermarkKey) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def classify(noise: torch.Tensor, keys: list[WatermarkKey]) -> torch.Tensor:
-    """Index of the nearest key (by `distance`) for each recovered noise: multi-key attribution."""
-    return torch.stack([distance(noise, key) for key in keys], dim=1).argmin(dim=1)
+def classify(noise: torch.Tensor, keys: list[WatermarkKey], score: str = "distance") -> torch.Tensor:
+    """Index of the best-scoring key (nearest by `distance`, or most correlated) for each recovered noise:
+    multi-key attribution."""
+    return torch.stack([watermark_score(noise, key, score) for key in keys], dim=1).argmax(dim=1)
 
 
 @dataclass
@@ -164,12 +197,14 @@ class Detection:
 
     distance: torch.Tensor
     p_value: torch.Tensor
+    correlation: torch.Tensor
     inversion: "InversionResult"
 
     def report(self, threshold: float = 0.01) -> list[dict[str, float | bool]]:
+        """Per image: distance, correlation, p-value, and whether the p-value is below `threshold`."""
         return [
-            {"distance": float(d), "p_value": float(p), "watermarked": bool(p < threshold)}
-            for d, p in zip(self.distance, self.p_value)
+            {"distance": float(d), "correlation": float(c), "p_value": float(p), "watermarked": bool(p < threshold)}
+            for d, c, p in zip(self.distance, self.correlation, self.p_value)
         ]
 
 
@@ -192,7 +227,9 @@ def detect(pipe, image, key: WatermarkKey, prompt="", scheduler: str | None = No
 
     result = invert(pipe, image, prompt=prompt, scheduler=scheduler, steps=steps, guidance=guidance,
                     method=method, decoder=decoder, **invert_options)
-    return Detection(distance=distance(result.noise.cpu(), key), p_value=p_value(result.noise.cpu(), key), inversion=result)
+    noise = result.noise.cpu()
+    return Detection(distance=distance(noise, key), p_value=p_value(noise, key), correlation=correlation(noise, key),
+                     inversion=result)
 
 
 def is_clean_label(label) -> bool:
@@ -210,36 +247,44 @@ def key_label(label) -> int:
     return int(text)
 
 
-def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold: float = 0.01) -> tuple[list[dict], dict]:
+def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold: float = 0.01,
+                  score: str = "distance") -> tuple[list[dict], dict]:
     """Tree-Ring scores of every inverted image of a dataset run (its saved noise), and, with labels, the
-    paper's numbers: AUC and TPR at 1% FPR of the first key's images against the clean ones (scored by
-    distance to the first key), and with several keys the attribution accuracy (nearest key = label)."""
+    paper's numbers: AUC and TPR at 1% FPR of the first key's images against the clean ones (by `score`
+    against the first key: "distance", Tree-Ring's, or "correlation"), and with several keys the attribution
+    accuracy (best-scoring key = label)."""
     from pathlib import Path
 
     from safetensors.torch import load_file
 
     from diffinv.utils.metrics import auc, tpr_at_fpr
 
+    check_score(score)
     rows = []
     for record in records:
         if record.get("status") != "ok":
             continue
         noise = load_file(str(Path(out) / record["outputs"] / "noise.safetensors"))["noise"]
         distances = [float(distance(noise, key)[0]) for key in keys]
+        correlations = [float(correlation(noise, key)[0]) for key in keys]
         rows.append({"path": record["path"], "label": record.get("label"), "distance": distances[0],
-                     "p_value": float(p_value(noise, keys[0])[0]), "nearest_key": int(min(range(len(keys)), key=distances.__getitem__)),
-                     "distances": distances})
+                     "correlation": correlations[0], "p_value": float(p_value(noise, keys[0])[0]),
+                     "nearest_key": int(classify(noise, keys, score)[0]), "distances": distances,
+                     "correlations": correlations})
     for row in rows:
         row["watermarked"] = row["p_value"] < threshold
-    metrics: dict = {"images": len(rows), "flagged": sum(row["watermarked"] for row in rows)}
+    metrics: dict = {"images": len(rows), "flagged": sum(row["watermarked"] for row in rows), "score": score}
     labelled = [row for row in rows if "label" in row and row["label"] is not None]
     if labelled:
-        clean = [row["distance"] for row in rows if is_clean_label(row["label"])]
+        def higher_marked(row: dict) -> float:
+            return row["correlation"] if score == "correlation" else -row["distance"]
+
+        clean = [higher_marked(row) for row in rows if is_clean_label(row["label"])]
         marked = [row for row in rows if not is_clean_label(row["label"])]
-        first = [row["distance"] for row in marked if key_label(row["label"]) == 0]
+        first = [higher_marked(row) for row in marked if key_label(row["label"]) == 0]
         if clean and first:
-            metrics["auc"] = auc([-d for d in first], [-d for d in clean])
-            metrics["tpr_at_1fpr"] = tpr_at_fpr(first, clean, 0.01)
+            metrics["auc"] = auc(first, clean)
+            metrics["tpr_at_1fpr"] = tpr_at_fpr([-v for v in first], [-v for v in clean], 0.01)
         if len(keys) > 1 and marked:
             metrics["attribution_accuracy"] = sum(row["nearest_key"] == key_label(row["label"]) for row in marked) / len(marked)
         metrics["clean"], metrics["watermarked_images"] = len(clean), len(marked)

@@ -2,8 +2,9 @@
 
 Images are generated once (N clean, N with each of 3 keys); each attack is applied to them, and each
 inversion pipeline ("decoder+method", e.g. "gradient-free+exact") recovers their noise in one batched,
-measured run. Detection scores are Tree-Ring distances to key 0 (clean images are the negatives);
-attribution picks the nearest of the 3 keys for the 3N watermarked images.
+measured run. Detection scores are Tree-Ring distances to key 0 (clean images are the negatives), or with
+`score="correlation"` the matched filter's; attribution picks the best-scoring of the 3 keys for the 3N
+watermarked images.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffinv.applications.attacks import apply_attack, check_attack
-from diffinv.applications.watermark import WatermarkKey, classify, distance, embed, make_key
+from diffinv.applications.watermark import WatermarkKey, check_score, classify, default_radius, embed, make_key, watermark_score
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import format_table
 from diffinv.decoder import check_decoder_name
@@ -57,10 +58,12 @@ class WatermarkSet:
     prompts: list[str]
 
 
-def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str | None, steps: int, guidance: float, seed: int = 0) -> WatermarkSet:
-    """N clean images and N images for each of 3 keys (prompts cycled), from seeded noise."""
+def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str | None, steps: int, guidance: float, seed: int = 0,
+                radius: int | None = None) -> WatermarkSet:
+    """N clean images and N images for each of 3 keys (prompts cycled, keys of `radius`, None: the scaled
+    Tree-Ring default), from seeded noise."""
     shape = latent_shape(pipe, 1)[1:]
-    keys = [make_key(shape, seed=seed + index) for index in range(3)]
+    keys = [make_key(shape, radius=radius, seed=seed + index) for index in range(3)]
     chosen = [prompts[i % len(prompts)] for i in range(n)]
     batches, labels = [], []
     for label in (-1, 0, 1, 2):
@@ -84,16 +87,20 @@ def run_watermark_benchmark(
     inversion_guidance: float = 1.0,
     known_prompt: bool = False,
     seed: int = 0,
+    score: str = "distance",
+    radius: int | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of detection and attribution results, one per (attack, pipeline).
 
     Inversion uses the empty prompt at `inversion_guidance` (Tree-Ring's setting), or with
     `known_prompt` each image's own prompt at the generation guidance (the exact-inversion setting).
+    `score` is "distance" (Tree-Ring's) or "correlation"; `radius` that of the keys (None: scaled default).
     """
+    check_score(score)
     parsed = [parse_pipeline(spec) for spec in pipelines]
     for attack in attacks:
         check_attack(attack)
-    data = make_images(pipe, n, prompts, scheduler, steps, generation_guidance, seed)
+    data = make_images(pipe, n, prompts, scheduler, steps, generation_guidance, seed, radius)
     inversion_prompt = data.prompts if known_prompt else ""
     if known_prompt:
         inversion_guidance = generation_guidance
@@ -106,15 +113,16 @@ def run_watermark_benchmark(
                             guidance=inversion_guidance, method=method, decoder=decoder, method_options=options)
             noise = result.noise.cpu()
             clean, first = data.key_index == -1, data.key_index == 0
-            scores = distance(noise, data.keys[0])
+            scores = watermark_score(noise, data.keys[0], score)  # higher = watermarked
             marked = data.key_index >= 0
-            predicted = classify(noise[marked], data.keys)
+            predicted = classify(noise[marked], data.keys, score)
             correct = int((predicted == data.key_index[marked]).sum())
             rows.append({
                 "attack": attack, "pipeline": spec, "decoder": decoder, "method": method, "scheduler": result.scheduler,
                 "steps": steps, "guidance": inversion_guidance, "generation_guidance": generation_guidance, "known_prompt": known_prompt, "n": n,
-                "auc": auc((-scores[first]).tolist(), (-scores[clean]).tolist()),
-                "tpr_at_1fpr": tpr_at_fpr(scores[first].tolist(), scores[clean].tolist()),
+                "score": score, "radius": data.keys[0].radius, "default_radius": default_radius(data.keys[0].mask.shape[-2]),
+                "auc": auc(scores[first].tolist(), scores[clean].tolist()),
+                "tpr_at_1fpr": tpr_at_fpr((-scores[first]).tolist(), (-scores[clean]).tolist()),
                 "accuracy": correct / int(marked.sum()), "correct": f"{correct}/{int(marked.sum())}",
                 "nfe": result.nfe, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
                 "decoder_seconds": result.decoder_seconds, "decoder_peak_memory_bytes": result.decoder_peak_memory_bytes,
@@ -125,6 +133,12 @@ def run_watermark_benchmark(
 
 
 def format_watermark_tables(rows: list[dict[str, Any]]) -> str:
-    """The rows as one text table (peak memory in MB)."""
+    """The rows as one text table (peak memory in MB); the title names the score and the keys' radius where
+    they are not the defaults (Tree-Ring's distance, its radius scaled to the latent)."""
     shown = [{**row, "peak_memory_mb": row["peak_memory_bytes"] / 2**20} for row in rows]
-    return format_table(shown, COLUMNS, title=f"Tree-Ring detection and 3-key attribution (n={rows[0]['n'] if rows else 0} per class)")
+    settings = f"n={rows[0]['n'] if rows else 0} per class"
+    if rows and rows[0].get("score", "distance") != "distance":
+        settings += f", score {rows[0]['score']}"
+    if rows and rows[0].get("radius", 0) != rows[0].get("default_radius", 0):
+        settings += f", key radius {rows[0]['radius']}"
+    return format_table(shown, COLUMNS, title=f"Tree-Ring detection and 3-key attribution ({settings})")

@@ -42,13 +42,19 @@ def bench_watermark(
     inversion_guidance: float = typer.Option(1.0, help="guidance when inverting (Tree-Ring: 1, empty prompt)"),
     known_prompt: bool = typer.Option(False, help="invert with each image's prompt and the generation guidance"),
     seed: int = typer.Option(0, help="seed of noises and keys"),
+    score: str = typer.Option("distance", help="detection score: distance (Tree-Ring's) or correlation (matched filter)"),
+    radius: Optional[int] = typer.Option(None, help="keys' radius in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write {\"rows\": [...]} here"),
 ) -> None:
     """Tree-Ring detection (AUC, TPR@1%FPR) and 3-key attribution per inversion pipeline, clean and attacked."""
     with user_errors():
+        from diffinv.applications.watermark import check_score
         from diffinv.bench.watermark import format_watermark_tables, parse_pipeline, run_watermark_benchmark
         from diffinv.models.loading import load
 
+        check_score(score)
+        if radius is not None and radius < 1:
+            raise ValueError(f"--radius must be at least 1, got {radius}")
         pipeline_list = split_specs(pipelines)
         for spec in pipeline_list:
             parse_pipeline(spec)
@@ -56,7 +62,7 @@ def bench_watermark(
         rows = run_watermark_benchmark(
             pipe, n=n, pipelines=pipeline_list, attacks=split_list(attacks),
             scheduler=scheduler, steps=steps, generation_guidance=generation_guidance,
-            inversion_guidance=inversion_guidance, known_prompt=known_prompt, seed=seed,
+            inversion_guidance=inversion_guidance, known_prompt=known_prompt, seed=seed, score=score, radius=radius,
         )
         emit_rows(format_watermark_tables(rows), rows, json_path, model)
 

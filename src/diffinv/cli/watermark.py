@@ -78,12 +78,13 @@ def watermark_detect(
     decoder_option: DecoderOptions = None,
     attack: str = typer.Option("clean", help="attack the images first: jpeg[:q], rotation[:deg], crop[:keep], blur[:r], noise[:std], brightness[:f]"),
     threshold: float = typer.Option(0.01, help="p-value below which an image is called watermarked"),
+    score: str = typer.Option("distance", help="dataset runs: score for AUC and attribution, distance (Tree-Ring's) or correlation"),
     resize: bool = typer.Option(False, help="resize images to the model's size"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="dataset runs: output folder (results.jsonl, detection.json)"),
     batch_size: int = typer.Option(8, help="dataset runs: images per batch"),
     overwrite: bool = typer.Option(False, help="dataset runs: redo images already inverted with these settings"),
 ) -> None:
-    """Invert images to their noise and print, per image, the distance to the key and a p-value.
+    """Invert images to their noise and print, per image, the distance to the key, the correlation with it and a p-value.
 
     Given a dataset (a manifest's "label": clean or -1, or the key's index 0, 1, ...), it streams and resumes
     like `invert`, then prints and writes AUC, TPR at 1% FPR and, with several keys, the attribution accuracy."""
@@ -91,19 +92,20 @@ def watermark_detect(
         import torch
 
         from diffinv.applications.attacks import apply_attack, check_attack
-        from diffinv.applications.watermark import WatermarkKey, detect
+        from diffinv.applications.watermark import WatermarkKey, check_score, detect
         from diffinv.models.loading import load
         from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 
         check_names(scheduler, method, decoder, guidance)
         check_attack(attack)
+        check_score(score)
         keys = [WatermarkKey.load(path) for path in key]
         if is_dataset(images):
             if out is None:
                 raise ValueError("a dataset run needs --out (results.jsonl and detection.json go there)")
             if attack != "clean":
                 raise ValueError("--attack applies to image files; attack a dataset's images when you make it")
-            detect_dataset(images, out, keys, threshold, batch_size, resize, overwrite, dict(
+            detect_dataset(images, out, keys, threshold, score, batch_size, resize, overwrite, dict(
                 model=model, dtype="float32", prompt=prompt, scheduler=scheduler, steps=steps, guidance=guidance,
                 method=method, decoder=decoder, method_options=parse_options(method_option),
                 decoder_options=parse_options(decoder_option)))
@@ -118,8 +120,8 @@ def watermark_detect(
         echo_report({"model": model, "images": rows, "inversion": found.inversion.report})
 
 
-def detect_dataset(sources: list[Path], out: Path, keys, threshold: float, batch_size: int, resize: bool, overwrite: bool,
-                   settings: dict[str, Any]) -> None:
+def detect_dataset(sources: list[Path], out: Path, keys, threshold: float, score: str, batch_size: int, resize: bool,
+                   overwrite: bool, settings: dict[str, Any]) -> None:
     """The dataset form of `watermark detect`: invert (resumable, sharded), then score every image."""
     from diffinv.applications.watermark import score_dataset
     from diffinv.cli.commands import invert_folder
@@ -128,7 +130,7 @@ def detect_dataset(sources: list[Path], out: Path, keys, threshold: float, batch
     summary = invert_folder(sources, out, settings, batch_size, resize, overwrite, exit_on_failure=False)
     if summary is None:  # not the main process
         return
-    rows, metrics = score_dataset(summary.records, out, keys, threshold)
+    rows, metrics = score_dataset(summary.records, out, keys, threshold, score)
     write_json(Path(out) / "detection.json", {"metrics": metrics, "rows": rows})
     typer.echo(json.dumps(metrics, indent=2))
     if any(r.get("status") != "ok" for r in summary.records):
