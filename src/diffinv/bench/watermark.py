@@ -17,7 +17,15 @@ import torch
 from tqdm.auto import tqdm
 
 from diffinv.applications.attacks import apply_attack, check_attack
-from diffinv.applications.watermark import WatermarkKey, check_score, classify, default_radius, embed, make_key, watermark_score
+from diffinv.applications.watermark import (
+    WatermarkKey,
+    check_score,
+    classify,
+    default_radius,
+    embed,
+    make_key,
+    watermark_score,
+)
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import format_table
 from diffinv.decoder import check_decoder_name
