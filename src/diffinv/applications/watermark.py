@@ -9,7 +9,7 @@ those Fourier coefficients of the noise with the key's; detection inverts an ima
   ignores how much energy the recovered coefficients carry, which varies from image to image (the
   disc holds the lowest frequencies, where the image's content sits) and which `distance` counts as
   distance from the key; so after an imperfect inversion it separates watermarked from clean images
-  better (docs/watermark.md has the measurements);
+  better (measurements: README, "Tree-Ring watermarks");
 - `p_value`: the paper's statistical test. Under "no watermark" the real and imaginary parts of the
   recovered coefficients are N(0, s^2) with s^2 estimated from them, so sum((y - k)^2) / s^2 follows a
   non-central chi-squared law with 2|M| degrees of freedom and non-centrality sum(k^2) / s^2; a small
@@ -260,28 +260,28 @@ def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold:
     from diffinv.utils.metrics import auc, tpr_at_fpr
 
     check_score(score)
-    rows = []
+    rows, first_key_scores = [], []  # first_key_scores: higher = watermarked, one per row
     for record in records:
         if record.get("status") != "ok":
             continue
         noise = load_file(str(Path(out) / record["outputs"] / "noise.safetensors"))["noise"]
         distances = [float(distance(noise, key)[0]) for key in keys]
         correlations = [float(correlation(noise, key)[0]) for key in keys]
+        ranked = [float(watermark_score(noise, key, score)[0]) for key in keys]  # higher = watermarked
+        first_key_scores.append(ranked[0])
         rows.append({"path": record["path"], "label": record.get("label"), "distance": distances[0],
                      "correlation": correlations[0], "p_value": float(p_value(noise, keys[0])[0]),
-                     "nearest_key": int(classify(noise, keys, score)[0]), "distances": distances,
+                     "nearest_key": max(range(len(keys)), key=ranked.__getitem__), "distances": distances,
                      "correlations": correlations})
     for row in rows:
         row["watermarked"] = row["p_value"] < threshold
     metrics: dict = {"images": len(rows), "flagged": sum(row["watermarked"] for row in rows), "score": score}
     labelled = [row for row in rows if "label" in row and row["label"] is not None]
     if labelled:
-        def higher_marked(row: dict) -> float:
-            return row["correlation"] if score == "correlation" else -row["distance"]
-
-        clean = [higher_marked(row) for row in rows if is_clean_label(row["label"])]
+        clean = [value for row, value in zip(rows, first_key_scores) if is_clean_label(row["label"])]
         marked = [row for row in rows if not is_clean_label(row["label"])]
-        first = [higher_marked(row) for row in marked if key_label(row["label"]) == 0]
+        first = [value for row, value in zip(rows, first_key_scores)
+                 if not is_clean_label(row["label"]) and key_label(row["label"]) == 0]
         if clean and first:
             metrics["auc"] = auc(first, clean)
             metrics["tpr_at_1fpr"] = tpr_at_fpr([-v for v in first], [-v for v in clean], 0.01)
