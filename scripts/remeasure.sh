@@ -105,6 +105,8 @@ lane2() {
   # the matched-filter score with radius-4 keys (49 Fourier coefficients instead of 29): README "Tree-Ring watermarks"
   step wm_r4_attacks.txt "$D" bench watermark --model "$M" --n 16 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \
     --pipelines encoder+naive --score correlation --radius 4 --json "$B/wm_r4_attacks.json"
+  step wm_r4_attacks_gf.txt "$D" bench watermark --model "$M" --n 16 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \
+    --pipelines gradient-free+naive --score correlation --radius 4 --json "$B/wm_r4_attacks_gf.json"
   step wm_r4_dpm.txt "$D" bench watermark --model "$M" --n 16 --scheduler dpm++2m --steps 10 --attacks clean \
     --pipelines encoder+naive,gradient-free+naive,gradient-free+exact --score correlation --radius 4 --json "$B/wm_r4_dpm.json"
   step wm_r4_clean64.txt "$D" bench watermark --model "$M" --n 64 --attacks clean --pipelines encoder+naive --score correlation \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -97,9 +98,31 @@ def test_attacks_change_images_and_parse():
         assert attacked.tobytes() != image.tobytes(), name
     assert apply_attack(image, "clean") is image
     assert parse_attack("jpeg:50") == ("jpeg", 50.0) and parse_attack("rotation") == ("rotation", 75.0)
-    for bad in ("blurr", "jpeg:high"):
+    for bad in ("blurr", "jpeg:high", "crop:0", "crop:1.5", "brightness:-1", "jpeg:0", "noise:-0.1"):
         with pytest.raises(ValueError):
             check_attack(bad)
+
+
+def test_random_attacks_follow_the_tree_ring_code_and_their_seed():
+    """Crop: 75% of the area at aspect 3/4 (48x64 of a 64x64 image) at a seeded position; brightness: a seeded
+    factor in [0, 7]; the same seed gives the same image, another seed another draw."""
+    grey = Image.fromarray(np.full((64, 64, 3), 30, dtype=np.uint8))
+    factors = [np.asarray(apply_attack(grey, "brightness", seed=seed)).mean() / 30 for seed in range(40)]
+    assert 0 <= min(factors) < 1 < 6 < max(factors) <= 7 + 0.1
+    assert apply_attack(grey, "brightness:0", seed=5).tobytes() == grey.tobytes()
+    columns = np.zeros((64, 64, 3), dtype=np.uint8)
+    columns[:, :, 0] = np.arange(64, dtype=np.uint8)[None, :] * 4  # red encodes the column, constant down a column
+    windows = []
+    for seed in range(20):
+        cropped = np.asarray(apply_attack(Image.fromarray(columns), "crop", seed=seed)).astype(float)[..., 0] / 4
+        assert np.allclose(cropped[0], cropped[-1])  # the whole height is kept: the window is 48 wide, 64 high
+        assert 44 <= cropped[0].max() - cropped[0].min() <= 48
+        windows.append(round(cropped[0].min()))
+    assert len(set(windows)) > 5 and min(windows) >= 0 and max(windows) <= 16
+    noisy = Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy())
+    for name in ("crop", "noise", "brightness"):
+        assert apply_attack(noisy, name, seed=3).tobytes() == apply_attack(noisy, name, seed=3).tobytes()
+        assert apply_attack(noisy, name, seed=3).tobytes() != apply_attack(noisy, name, seed=4).tobytes()
 
 
 def test_cli_embed_and_detect(model_dir, tmp_path):

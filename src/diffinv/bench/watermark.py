@@ -115,7 +115,9 @@ def run_watermark_benchmark(
     rows = []
     progress = tqdm(total=len(attacks) * len(parsed), desc="watermark bench", leave=False)
     for attack in attacks:
-        attacked = torch.stack([pil_to_tensor(apply_attack(image, attack)) for image in tensor_to_pil(data.images)])
+        # Image i of every class gets the same draw of a random attack (crop window, noise, brightness factor).
+        attacked = torch.stack([pil_to_tensor(apply_attack(image, attack, seed=seed + index % n))
+                                for index, image in enumerate(tensor_to_pil(data.images))])
         for spec, (decoder, method, options) in zip(pipelines, parsed):
             result = invert(pipe, attacked, prompt=inversion_prompt, scheduler=scheduler, steps=steps,
                             guidance=inversion_guidance, method=method, decoder=decoder, method_options=options)

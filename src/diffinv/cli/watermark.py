@@ -76,7 +76,7 @@ def watermark_detect(
     decoder: str = typer.Option("encoder", help="decoder inversion method"),
     method_option: MethodOptions = None,
     decoder_option: DecoderOptions = None,
-    attack: str = typer.Option("clean", help="attack the images first: jpeg[:q], rotation[:deg], crop[:keep], blur[:r], noise[:std], brightness[:f]"),
+    attack: str = typer.Option("clean", help="attack the images first: jpeg[:q], rotation[:deg], crop[:area], blur[:r], noise[:std], brightness[:jitter] (image i draws seed i)"),
     threshold: float = typer.Option(0.01, help="p-value below which an image is called watermarked"),
     score: str = typer.Option("distance", help="dataset runs: score for AUC and attribution, distance (Tree-Ring's) or correlation"),
     resize: bool = typer.Option(False, help="resize images to the model's size"),
@@ -112,7 +112,8 @@ def watermark_detect(
             return
         the_key = keys[0]
         pipe = load(model)
-        attacked = [pil_to_tensor(apply_attack(image, attack)) for image in tensor_to_pil(read_images(pipe, images, resize))]
+        attacked = [pil_to_tensor(apply_attack(image, attack, seed=index))
+                    for index, image in enumerate(tensor_to_pil(read_images(pipe, images, resize)))]
         found = detect(pipe, torch.stack(attacked), the_key, prompt=prompt, scheduler=scheduler, steps=steps,
                        guidance=guidance, method=method, decoder=decoder, method_options=parse_options(method_option),
                        decoder_options=parse_options(decoder_option), progress=True)
