@@ -30,7 +30,8 @@ def test_same_prompt_reproduces_the_reconstruction_exactly(pipe, image, mode):
     assert torch.allclose(result.edited_latent, result.reconstruction_latent, atol=1e-4, rtol=0)
     assert torch.allclose(result.edited, result.reconstruction, atol=1e-3, rtol=0)
     plain = diffinv.reconstruct(pipe, result.inversion, SOURCE)  # the source branch is the reconstruction
-    assert torch.allclose(result.reconstruction_latent, plain.latent.cpu(), atol=1e-4, rtol=0)
+    # A batch of two rows against one row: 1.3e-4 apart on torch 2.13 (latents up to 0.16); a wrong branch is >1e-2 off.
+    assert torch.allclose(result.reconstruction_latent, plain.latent.cpu(), atol=5e-4, rtol=0)
 
 
 def test_attention_maps_are_really_injected(pipe, image):

@@ -212,7 +212,10 @@ def test_plateau_stop_saves_network_calls(pipe):
     solver = METHODS["exact"](tol=1e-12, stall=5, anderson=3)  # unreachable in float32: stop on the plateau
     result = run_inversion(denoiser, schedule, latent, solver, "exact")
     assert not result.converged
-    assert {entry["stop"] for entry in solver.log} == {"plateau"} and result.nfe < 4 * 100
+    # Each step gives up at the float32 floor: on its plateau, or when round-off makes the residual jump from
+    # its best ("diverged"); never by running to max_iter, and every step got close before it stopped.
+    assert {entry["stop"] for entry in solver.log} <= {"plateau", "diverged"} and result.nfe < 4 * 100
+    assert max(entry["residual"] for entry in solver.log) < 1e-4
 
 
 @pytest.mark.parametrize(
