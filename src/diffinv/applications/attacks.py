@@ -39,8 +39,7 @@ CROP_ASPECT = 0.75
 def crop(image: Image.Image, scale: float, seed: int = 0) -> Image.Image:
     """Crop a window of `scale` x the area at aspect ratio 3/4 (clipped to the image) at a random position,
     then resize back (bilinear)."""
-    if not 0 < scale <= 1:
-        raise ValueError(f"crop keeps a fraction of the area in (0, 1], got {scale}")
+    check_strength("crop", scale)
     width, height = image.size
     area = width * height * scale
     new_width = max(1, min(width, round((area * CROP_ASPECT) ** 0.5)))
@@ -63,8 +62,7 @@ def noise(image: Image.Image, std: float, seed: int = 0) -> Image.Image:
 
 def brightness(image: Image.Image, jitter: float, seed: int = 0) -> Image.Image:
     """Scale brightness by a factor drawn uniformly from [max(0, 1 - jitter), 1 + jitter]."""
-    if jitter < 0:
-        raise ValueError(f"brightness jitter must be >= 0, got {jitter}")
+    check_strength("brightness", jitter)
     factor = np.random.default_rng(seed).uniform(max(0.0, 1.0 - jitter), 1.0 + jitter)
     return ImageEnhance.Brightness(image).enhance(factor)
 
@@ -87,6 +85,14 @@ STRENGTH_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def check_strength(name: str, strength: float) -> float:
+    """`strength` if it is in the range `STRENGTH_RANGES` allows for attack `name`, else ValueError."""
+    low, high = STRENGTH_RANGES[name]
+    if not low <= strength <= high:
+        raise ValueError(f"{name} strength must be in [{low}, {high}], got {strength:g}")
+    return strength
+
+
 def parse_attack(spec: str) -> tuple[str, float]:
     """ "name" or "name:strength" -> (name, strength), with the default strength when none is given."""
     name, _, value = spec.partition(":")
@@ -96,10 +102,7 @@ def parse_attack(spec: str) -> tuple[str, float]:
         strength = float(value) if value else float(ATTACKS[name][1])
     except ValueError:
         raise ValueError(f"attack strength in {spec!r} is not a number") from None
-    low, high = STRENGTH_RANGES[name]
-    if not low <= strength <= high:
-        raise ValueError(f"{name} strength must be in [{low}, {high}], got {strength:g}")
-    return name, strength
+    return name, check_strength(name, strength)
 
 
 CLEAN = ("clean", "none", "")
