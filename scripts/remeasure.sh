@@ -73,6 +73,10 @@ print(found.report())"
     --guidance 1 --no-inversion --json "$B/probe_dpm1.json"
   step probe_dpm75.txt "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --last 1 --steps 10 --scheduler dpm++2m \
     --guidance 7.5 --no-inversion --json "$B/probe_dpm75.json"
+  for g in 7.5 3; do
+    step "probe_dpm${g/./}_first.txt" "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --first 3 --last 0 --steps 10 \
+      --scheduler dpm++2m --guidance "$g" --no-inversion --solve --json "$B/probe_dpm${g/./}_first.json"
+  done
   step watermark_known.txt "$D" bench watermark --model "$M" --n 6 --attacks clean --generation-guidance 3 --known-prompt \
     --json "$B/watermark_known.json"
   step ddim_lm.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers ddim:50 --guidances 3,7.5 --prompt "$HELD" \

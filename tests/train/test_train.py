@@ -187,8 +187,18 @@ def test_probe_statistics_and_rows():
     final = [r for r in dpm if r["floor"] == 0.0]  # the last step, to sigma 0: no ratio to a floor
     assert len(final) == 1 and final[0]["min_singular_over_floor"] is None and final[0]["min_singular"] > 0
     assert "on the step to sigma 0" in format_probe(dpm) and all(r["scheduler"] == "dpm++2m" for r in dpm)
-    with pytest.raises(ValueError, match="last must be between"):
+    with pytest.raises(ValueError, match="first and last must be between"):
         invertibility(pipe, trajectories=1, last=5, steps=4)
+    with pytest.raises(ValueError, match="at least one step"):
+        invertibility(pipe, trajectories=1, last=0, steps=4)
+    # The first and the last step of a guided DPM-Solver++(2M) run, each solved alone from exact inversion's
+    # warm start: the random test model is invertible, so each lands on the true latent.
+    ends = invertibility(pipe, trajectories=2, first=1, last=1, steps=4, scheduler="dpm++2m", guidance=5.0,
+                         inversion=False, solve=True)
+    assert [r["timestep"] for r in ends] == [ends[0]["timestep"]] * 2 + [ends[2]["timestep"]] * 2
+    assert ends[0]["timestep"] > ends[2]["timestep"]
+    assert all(r["solved_residual"] < 1e-5 and r["solved_nmse"] < 1e-8 for r in ends)
+    assert "solve NMSE" in format_probe(ends) and "per-step solve NMSE" in format_probe(ends)
     guided = invertibility(pipe, trajectories=2, last=1, steps=4, guidance=5.0, inversion=False, branches=True)
     assert len(guided) == 2 and all(r["disagreement"] > 0 and r["conditional_min_singular"] > 0 for r in guided)
     assert "disagree" in format_probe(guided)
@@ -225,6 +235,18 @@ def test_smoke_train_resume_export(tmp_path, capsys):
     assert "starting from the weights" in capsys.readouterr().out
     assert (continued / "unet" / "step_0000001.pt").exists()
     assert (export(continued, tmp_path / "export2") / "model_index.json").exists()
+    # a new UNet from scratch on an exported folder's autoencoder (the recipe's autoencoder stage already run)
+    scratch = tmp_path / "scratch"
+    train_unet(scratch, steps=1, batch=2, vae_from=folder, **stream, **tiny_unet)
+    assert "starting from the weights" not in capsys.readouterr().out
+    exported = StableDiffusionPipeline.from_pretrained(export(scratch, tmp_path / "export3"), torch_dtype=torch.float32)
+    reference = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    assert all(torch.equal(a, b) for a, b in zip(exported.vae.state_dict().values(), reference.vae.state_dict().values()))
+    assert not torch.equal(exported.unet.conv_in.weight, reference.unet.conv_in.weight)
+    with pytest.raises(ValueError, match="not both"):
+        train_unet(tmp_path / "both", steps=1, batch=2, vae_from=folder, init_from=folder, **stream, **tiny_unet)
+    with pytest.raises(FileNotFoundError, match="no vae/ folder"):
+        train_unet(tmp_path / "none", steps=1, batch=2, vae_from=tmp_path / "missing", **stream, **tiny_unet)
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     assert pipe.unet.dtype == torch.float32
     image = pipe("a red circle on a blue background", num_inference_steps=2, height=64, width=64,

@@ -15,7 +15,10 @@ exactly and reports the noise NMSE. A step to sigma 0 (DPM-Solver++'s last, whic
 itself) has floor 0: its ratio is not defined, and its smallest singular value is the denoiser's own
 smallest gain there. Training runs it at checkpoints (`unet --probe-every`, in the settings of
 `--probe-at`, e.g. `ddim:50@1,ddim:50@7.5,dpm++2m:10@1`), and `python -m diffinv.train probe` prints it
-for any model folder.
+for any model folder. Large guidance folds the big high-noise steps of short schedules too (the bundled
+model, DPM-Solver++(2M)-10 at guidance 7.5, its first step): `first` probes the first step maps, and
+`solve` solves each probed step alone to show whether a per-step solver lands on the true latent or on a
+second preimage.
 """
 
 from __future__ import annotations
@@ -26,14 +29,21 @@ from typing import Any
 import torch
 
 from diffinv.inversion import invert_latent
+from diffinv.inversion.exact import make_exact
+from diffinv.inversion.implicit import per_latent_norm
+from diffinv.inversion.naive import explicit_step
 from diffinv.inversion.step_problem import StepProblem
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import seeded_noise
 from diffinv.sampler.sampling import sample, step_history
-from diffinv.sampler.schedule import make_schedule, parse_schedulers
+from diffinv.sampler.schedule import Schedule, make_schedule, parse_schedulers, reverse
+from diffinv.sampler.solvers import usable_history
 from diffinv.train.data import heldout_combos
 from diffinv.train.scenes import caption
 from diffinv.utils.metrics import nmse
+
+#: Relative residual the per-step solve of `invertibility(..., solve=True)` aims at.
+SOLVE_TOL = 1e-6
 
 #: The settings training probes unless told otherwise: DDIM-50 at guidance 1.
 DEFAULT_SETTINGS: tuple[tuple[str, int, float], ...] = (("ddim", 50, 1.0),)
@@ -81,20 +91,44 @@ def step_statistics(jacobian: torch.Tensor, floor: float) -> dict[str, float]:
     }
 
 
+def naive_start(denoiser: Denoiser, schedule: Schedule, latents: list[torch.Tensor], index: int) -> torch.Tensor:
+    """Exact inversion's warm start for sampling step `index` when every later step was inverted exactly:
+    the naive inverse step from the true latents[index + 1], its multistep history being the naive steps'
+    own data predictions at the true later latents (as the driver hands them on)."""
+    inverse = reverse(schedule)
+    step = inverse[len(inverse) - 1 - index]
+    earlier = []
+    for later in range(index + 1, index + step.order):
+        _, prediction = explicit_step(denoiser, latents[later + 1], inverse[len(inverse) - 1 - later], [])
+        earlier.append(prediction.data)
+    history = usable_history(step.start, list(zip(step.history, earlier)), step.order)
+    return explicit_step(denoiser, latents[index + 1], step, history)[0]
+
+
 @torch.no_grad()
 def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, guidance: float = 1.0,
                   inversion: bool = True, exact_options: dict[str, Any] | None = None,
-                  scheduler: str = "ddim", branches: bool = False) -> list[dict[str, Any]]:
+                  scheduler: str = "ddim", branches: bool = False, first: int = 0,
+                  solve: bool = False) -> list[dict[str, Any]]:
     """Rows of the probe (see the module docstring): one per (trajectory, step), then one per
     (trajectory, inversion method) with `noise_nmse`. Trajectory i uses held-out prompt i and seed i.
+    The probed step maps are the first `first` and the last `last` of the schedule.
+
+    `solve`: also solve each probed step on its own as exact inversion would if every other step were
+    exact (the true later latent as target, the true earlier data predictions as history; the forward step
+    with Anderson acceleration to 1e-6 from `naive_start`) and report the residual
+    (`solved_residual`) and the NMSE to the true latent (`solved_nmse`): a residual at the tolerance with
+    an NMSE far above its square is a second preimage of that step, which no per-step solver started
+    there can tell from the true one.
 
     `branches` (guided probes): also the same step map at the same points with the conditional prediction
     alone and the unconditional one alone (their negative-eigenvalue counts, `conditional_*` and
     `unconditional_*`), and their `disagreement` ||J_c - J_u||_F / ||J_c - floor I||_F. Guidance makes the
     step's Jacobian J_u + w (J_c - J_u), so two branches that are each fine fold the guided step when they
     disagree by more than about 1 / w of the denoiser's own part."""
-    if not 1 <= last <= steps:
-        raise ValueError(f"last must be between 1 and steps ({steps}), got {last}")
+    if not (0 <= first <= steps and 0 <= last <= steps and first + last >= 1):
+        raise ValueError(f"first and last must be between 0 and steps ({steps}), at least one step in all; "
+                         f"got first={first}, last={last}")
     prompts = probe_prompts(trajectories)
     kind = pipe.scheduler.config.prediction_type
     denoiser = Denoiser.from_pipeline(pipe, prompts, trajectories, guidance, kind)
@@ -105,7 +139,9 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
     parts = {"conditional": Denoiser.from_pipeline(pipe, prompts, trajectories, 1.0, kind),
              "unconditional": Denoiser.from_pipeline(pipe, [""] * trajectories, trajectories, 1.0, kind)} if split else {}
     rows: list[dict[str, Any]] = []
-    for index in range(len(schedule.steps) - last, len(schedule.steps)):
+    count = len(schedule.steps)
+    solver = make_exact(anderson=3, tol=SOLVE_TOL, stall=100, max_iter=500) if solve else None
+    for index in sorted(set(range(first)) | set(range(count - last, count))):
         step = schedule.steps[index]
         history = tuple(step_history(step, path.data_predictions[:index]))
 
@@ -113,11 +149,20 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
             return StepProblem(model, step, target=path.latents[index + 1], history=history).jacobian(path.latents[index])
 
         jacobians = step_jacobians(denoiser)
+        if solver is not None:
+            problem = StepProblem(denoiser, step, target=path.latents[index + 1], history=history)
+            start = naive_start(denoiser, schedule, path.latents, index)
+            solved = solver.solve(problem, start).latent
+            true = path.latents[index]
+            solved_residual = problem.relative(problem.residual(solved)).tolist()
+            solved_nmse = (per_latent_norm(solved - true) / per_latent_norm(true)).square().tolist()
         branch_jacobians = {name: step_jacobians(model) for name, model in parts.items()}
         floor = step.end.sigma / step.start.sigma
         for i, jacobian in enumerate(jacobians):
             row = {"prompt": prompts[i], "seed": i, "guidance": guidance, "scheduler": schedule.name, "timestep": step.timestep,
                    **step_statistics(jacobian, floor)}
+            if solver is not None:
+                row["solved_residual"], row["solved_nmse"] = solved_residual[i], solved_nmse[i]
             if split:
                 conditional, unconditional = branch_jacobians["conditional"][i], branch_jacobians["unconditional"][i]
                 for name, branch in (("conditional", conditional), ("unconditional", unconditional)):
@@ -149,6 +194,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
         parts.append(f"min sigma {worst['min_singular']:.2g} on the step to sigma 0 (t={worst['timestep']})")
     if steps:
         parts.append(f"negative eigenvalues {max(r['negative_eigenvalues'] for r in steps)}")
+    solved = [r for r in steps if "solved_nmse" in r]
+    if solved:
+        worst = max(solved, key=lambda r: r["solved_nmse"])
+        parts.append(f"per-step solve NMSE <= {worst['solved_nmse']:.3g} (t={worst['timestep']})")
     for method in dict.fromkeys(r["method"] for r in rows if "method" in r):
         worst = max(r["noise_nmse"] for r in rows if r.get("method") == method)
         parts.append(f"{method} noise NMSE <= {worst:.3g}")
@@ -158,8 +207,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
 def format_probe(rows: list[dict[str, Any]]) -> str:
     """The probe as a text table: one line per step map, then one per inversion."""
     split = any("disagreement" in r for r in rows)
+    solved = any("solved_nmse" in r for r in rows)
     lines = [f"{'prompt':<40}{'seed':>5}{'t':>5}{'floor':>8}{'min sv':>9}{'sv/floor':>9}{'neg eig':>8}"
-             f"{'asym':>7}" + (f"{'cond neg':>9}{'unc neg':>8}{'disagree':>9}" if split else "")]
+             f"{'asym':>7}" + (f"{'cond neg':>9}{'unc neg':>8}{'disagree':>9}" if split else "")
+             + (f"{'solve res':>10}{'solve NMSE':>11}" if solved else "")]
     for r in rows:
         if "timestep" in r:
             ratio = "-" if r["min_singular_over_floor"] is None else f"{r['min_singular_over_floor']:.3f}"
@@ -168,6 +219,8 @@ def format_probe(rows: list[dict[str, Any]]) -> str:
             if split:
                 line += (f"{r['conditional_negative_eigenvalues']:>9}{r['unconditional_negative_eigenvalues']:>8}"
                          f"{r['disagreement']:>9.3f}")
+            if solved:
+                line += f"{r['solved_residual']:>10.1e}{r['solved_nmse']:>11.2e}"
             lines.append(line)
     inversions = [r for r in rows if "method" in r]
     if inversions:
