@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="the probe's settings, SAMPLER:STEPS@GUIDANCE, comma-separated (e.g. ddim:50@1,dpm++2m:10@7.5)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue from an exported pipeline folder's weights (its autoencoder, text encoder, UNet)")
+    p.add_argument("--vae-from", type=Path, default=None,
+                   help="train a new UNet from scratch on an exported pipeline folder's autoencoder instead of OUT/vae's")
     p.add_argument("--channels", type=_ints, default=(32, 64, 128))
     p.add_argument("--text-width", type=int, default=64)
     p.add_argument("--until", type=int, default=None, help="stop at this step (schedule still spans --steps)")
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--trajectories", type=int, default=4, help="generated latents (held-out prompt i, seed i)")
     p.add_argument("--last", type=int, default=5, help="how many of the last step maps")
+    p.add_argument("--first", type=int, default=0, help="how many of the first (noisiest) step maps, besides the last")
+    p.add_argument("--solve", action="store_true",
+                   help="also solve each probed step alone from the naive estimate (true target and history): "
+                        "residual and distance to the true latent")
     p.add_argument("--scheduler", default="ddim", help="sampler whose steps are probed (ddim, dpm++2m, ...)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=1.0)
@@ -148,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
                    weighting=args.weighting, ema=args.ema, probe_every=args.probe_every, texture=args.texture,
                    probe_settings=probe_settings, agreement=args.agreement, agreement_below=args.agreement_below,
                    monotone=args.monotone, monotone_below=args.monotone_below, monotone_samples=args.monotone_samples,
-                   channels=args.channels, text_width=args.text_width, until=args.until, init_from=args.init_from)
+                   channels=args.channels, text_width=args.text_width, until=args.until, init_from=args.init_from,
+                   vae_from=args.vae_from)
     elif args.command == "export":
         from diffinv.train.export import export
 
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 
         rows = invertibility(load_pipeline(args.model), trajectories=args.trajectories, last=args.last,
                              steps=args.steps, guidance=args.guidance, inversion=args.inversion,
-                             scheduler=args.scheduler, branches=args.branches)
+                             scheduler=args.scheduler, branches=args.branches, first=args.first, solve=args.solve)
         print(format_probe(rows))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

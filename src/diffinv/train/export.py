@@ -22,8 +22,9 @@ def assemble(out: Path) -> StableDiffusionPipeline:
     text_encoder = build_text_encoder(build_tokenizer(), arch["text_width"], arch["text_layers"])
     unet = build_unet(**arch)
     load_modules(out / "unet", {"text_encoder": text_encoder, "unet": unet})
-    if config.get("init_from"):  # a continued run trains on the exported folder's autoencoder
-        vae = AutoencoderKL.from_pretrained(config["init_from"] + "/vae", torch_dtype=torch.float32)
+    autoencoder_from = config.get("init_from") or config.get("vae_from")
+    if autoencoder_from:  # the run trained on an exported folder's autoencoder
+        vae = AutoencoderKL.from_pretrained(autoencoder_from + "/vae", torch_dtype=torch.float32)
     else:
         vae = load_vae(out)
     return build_pipeline(vae, text_encoder, unet, config["scaling_factor"])

@@ -199,7 +199,8 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
                texture: str = "luminance", probe_settings: Sequence[tuple[str, int, float]] = DEFAULT_SETTINGS,
                agreement: float = 0.0, agreement_below: int = 200,
                monotone: float = 0.0, monotone_below: int = 200, monotone_samples: int = 8,
-               until: int | None = None, init_from: Path | None = None, **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
+               until: int | None = None, init_from: Path | None = None, vae_from: Path | None = None,
+               **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder.
 
     `probe_every` > 0 runs `diffinv.train.probe.invertibility` on the averaged weights every that many
@@ -208,6 +209,8 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     `init_from`, an exported pipeline folder, continues training from its weights instead: its
     autoencoder (frozen) and scaling factor, its text encoder and UNet as the starting point, with a
     new optimiser and data stream (checkpoints in out/unet, once written, take precedence on resuming).
+    `vae_from`, an exported pipeline folder, trains a new UNet from scratch on that folder's autoencoder
+    and scaling factor instead of out/vae's (the autoencoder stage of a recipe that was already run).
     `texture` is the scenes' texture style (`diffinv.train.scenes.TEXTURES`).
 
     `agreement` > 0 adds that weight times the mean squared difference of the conditional and the
@@ -228,13 +231,18 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     if not (monotone >= 0 and 0 <= monotone_below <= 1000 and monotone_samples >= 1):
         raise ValueError(f"monotone must be >= 0, monotone_below in [0, 1000] and monotone_samples >= 1, got "
                          f"{monotone}, {monotone_below}, {monotone_samples}")
-    if init_from is not None:
-        vae = AutoencoderKL.from_pretrained(str(Path(init_from) / "vae"), torch_dtype=torch.float32).eval().requires_grad_(False)
+    if init_from is not None and vae_from is not None:
+        raise ValueError("give init_from (continue a pipeline) or vae_from (a new UNet on its autoencoder), not both")
+    autoencoder_from = init_from if init_from is not None else vae_from
+    if autoencoder_from is not None:
+        if not (Path(autoencoder_from) / "vae").is_dir():
+            raise FileNotFoundError(f"{autoencoder_from} has no vae/ folder (an exported pipeline folder is expected)")
+        vae = AutoencoderKL.from_pretrained(str(Path(autoencoder_from) / "vae"), torch_dtype=torch.float32).eval().requires_grad_(False)
     else:
         vae = load_vae(out, finetuned_decoder=False)
     arch = {**DEFAULT_UNET, **arch, "latent_channels": int(vae.config.latent_channels)}
     stream = LatentStream(vae, buffer, fresh, train_combos(), photo_fraction, leaves_fraction, texture)
-    scale = float(vae.config.scaling_factor) if init_from is not None else scaling_factor(stream, seed)
+    scale = float(vae.config.scaling_factor) if autoencoder_from is not None else scaling_factor(stream, seed)
     tokenizer = build_tokenizer()
     ids = tokenize(tokenizer, stream.captions)
     empty = stream.index[""]
@@ -249,7 +257,8 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     config = dict(arch=arch, steps=steps, batch=batch, lr=lr, seed=seed, buffer=buffer, fresh=fresh,
                   photo_fraction=photo_fraction, leaves_fraction=leaves_fraction, drop=drop, weighting=weighting,
                   ema=ema, texture=texture, agreement=agreement, agreement_below=agreement_below, monotone=monotone, monotone_below=monotone_below,
-                  monotone_samples=monotone_samples, scaling_factor=scale, init_from=str(init_from) if init_from else None)
+                  monotone_samples=monotone_samples, scaling_factor=scale, init_from=str(init_from) if init_from else None,
+                  vae_from=str(vae_from) if vae_from else None)
 
     def loss_fn(step: int) -> torch.Tensor:
         rng, gen = step_rng(seed, step)
