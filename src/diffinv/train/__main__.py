@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--last", type=int, default=5, help="how many of the last step maps")
     p.add_argument("--first", type=int, default=0, help="how many of the first (noisiest) step maps, besides the last")
     p.add_argument("--solve", action="store_true",
-                   help="also solve each probed step alone from the naive estimate (true target and history): "
-                        "residual and distance to the true latent")
+                   help="also solve each probed step alone from exact inversion's warm start (true target and "
+                        "history): residual and NMSE to the true latent")
     p.add_argument("--scheduler", default="ddim", help="sampler whose steps are probed (ddim, dpm++2m, ...)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=1.0)

@@ -30,7 +30,6 @@ import torch
 
 from diffinv.inversion import invert_latent
 from diffinv.inversion.exact import make_exact
-from diffinv.inversion.implicit import per_latent_norm
 from diffinv.inversion.naive import explicit_step
 from diffinv.inversion.step_problem import StepProblem
 from diffinv.models.denoiser import Denoiser
@@ -145,24 +144,24 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
         step = schedule.steps[index]
         history = tuple(step_history(step, path.data_predictions[:index]))
 
+        def step_problem(model: Denoiser) -> StepProblem:
+            return StepProblem(model, step, target=path.latents[index + 1], history=history)
+
         def step_jacobians(model: Denoiser) -> torch.Tensor:
-            return StepProblem(model, step, target=path.latents[index + 1], history=history).jacobian(path.latents[index])
+            return step_problem(model).jacobian(path.latents[index])
 
         jacobians = step_jacobians(denoiser)
         if solver is not None:
-            problem = StepProblem(denoiser, step, target=path.latents[index + 1], history=history)
-            start = naive_start(denoiser, schedule, path.latents, index)
-            solved = solver.solve(problem, start).latent
-            true = path.latents[index]
+            problem = step_problem(denoiser)
+            solved = solver.solve(problem, naive_start(denoiser, schedule, path.latents, index)).latent
             solved_residual = problem.relative(problem.residual(solved)).tolist()
-            solved_nmse = (per_latent_norm(solved - true) / per_latent_norm(true)).square().tolist()
         branch_jacobians = {name: step_jacobians(model) for name, model in parts.items()}
         floor = step.end.sigma / step.start.sigma
         for i, jacobian in enumerate(jacobians):
             row = {"prompt": prompts[i], "seed": i, "guidance": guidance, "scheduler": schedule.name, "timestep": step.timestep,
                    **step_statistics(jacobian, floor)}
             if solver is not None:
-                row["solved_residual"], row["solved_nmse"] = solved_residual[i], solved_nmse[i]
+                row["solved_residual"], row["solved_nmse"] = solved_residual[i], nmse(solved[i], path.latents[index][i])
             if split:
                 conditional, unconditional = branch_jacobians["conditional"][i], branch_jacobians["unconditional"][i]
                 for name, branch in (("conditional", conditional), ("unconditional", unconditional)):
