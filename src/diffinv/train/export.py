@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 
 from diffinv.models.tokenizer import build_tokenizer
 from diffinv.train.loop import load_modules
-from diffinv.train.unet import DEFAULT_UNET, build_pipeline, build_text_encoder, build_unet, load_vae
+from diffinv.train.unet import DEFAULT_UNET, build_pipeline, build_text_encoder, build_unet, load_exported_vae, load_vae
 
 
 def assemble(out: Path) -> StableDiffusionPipeline:
@@ -24,7 +24,7 @@ def assemble(out: Path) -> StableDiffusionPipeline:
     load_modules(out / "unet", {"text_encoder": text_encoder, "unet": unet})
     autoencoder_from = config.get("init_from") or config.get("vae_from")
     if autoencoder_from:  # the run trained on an exported folder's autoencoder
-        vae = AutoencoderKL.from_pretrained(autoencoder_from + "/vae", torch_dtype=torch.float32)
+        vae = load_exported_vae(autoencoder_from)
     else:
         vae = load_vae(out)
     return build_pipeline(vae, text_encoder, unet, config["scaling_factor"])

@@ -100,6 +100,14 @@ def load_vae(out: Path, finetuned_decoder: bool = True) -> AutoencoderKL:
     return vae.eval().requires_grad_(False)
 
 
+def load_exported_vae(folder: Path | str) -> AutoencoderKL:
+    """The autoencoder of an exported pipeline folder (`train export`'s output), float32, frozen."""
+    if not (Path(folder) / "vae").is_dir():
+        raise FileNotFoundError(f"{folder} has no vae/ folder (an exported pipeline folder is expected)")
+    vae = AutoencoderKL.from_pretrained(str(Path(folder) / "vae"), torch_dtype=torch.float32)
+    return vae.eval().requires_grad_(False)
+
+
 class LatentStream:
     """Endless training latents: a rolling buffer that `refresh` tops up with freshly rendered, encoded images.
 
@@ -235,9 +243,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
         raise ValueError("give init_from (continue a pipeline) or vae_from (a new UNet on its autoencoder), not both")
     autoencoder_from = init_from if init_from is not None else vae_from
     if autoencoder_from is not None:
-        if not (Path(autoencoder_from) / "vae").is_dir():
-            raise FileNotFoundError(f"{autoencoder_from} has no vae/ folder (an exported pipeline folder is expected)")
-        vae = AutoencoderKL.from_pretrained(str(Path(autoencoder_from) / "vae"), torch_dtype=torch.float32).eval().requires_grad_(False)
+        vae = load_exported_vae(autoencoder_from)
     else:
         vae = load_vae(out, finetuned_decoder=False)
     arch = {**DEFAULT_UNET, **arch, "latent_channels": int(vae.config.latent_channels)}
