@@ -262,11 +262,14 @@ def test_bundled_weights_generate(folder):
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     assert pipe.vae.config.latent_channels >= 4 and 64 // factor >= 16  # the issue's floor: 4x16x16 latents
     pipe.set_progress_bar_config(disable=True)
-    image = pipe("a red circle on a blue background", num_inference_steps=10, guidance_scale=7.5,
-                 output_type="np", generator=torch.Generator().manual_seed(0)).images
-    assert image.shape == (1, 64, 64, 3)
-    reading = read_scene((image[0] * 255).round().astype(np.uint8))
-    assert (reading.color, reading.background) == ("red", "blue")
+    seeds = range(4)
+    images = pipe(["a red circle on a blue background"] * len(seeds), num_inference_steps=10, guidance_scale=7.5,
+                  output_type="np", generator=[torch.Generator().manual_seed(seed) for seed in seeds]).images
+    assert images.shape == (len(seeds), 64, 64, 3)
+    readings = [read_scene((image * 255).round().astype(np.uint8)) for image in images]
+    # the models follow their prompt in 98-99% of held-out samples; one colour off in four seeds is allowed
+    # (on tiny, seed 0's red reads as orange)
+    assert sum((r.color, r.background) == ("red", "blue") for r in readings) >= len(seeds) - 1, readings
 
 
 def test_score_and_table():
