@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-run every measurement the README and docs/ quote for the bundled model, in two lanes of one torch
-# thread each (about 3 hours on a 2-core CPU: the n=16 watermark runs and the editing bench are most of
+# thread each (about 4 hours on a 2-core CPU: the n=16 and n=32 watermark runs and the editing bench are most of
 # it). Tables and JSON go to ${OUT:-docs/measurements/MODEL_NAME}/, where git keeps them (commit them as they
 # finish: a session's ignored folders do not outlive it); the decoder Pareto plot to docs/decoder_pareto.png.
 # Use it after changing the bundled weights. Resumable: rerunning skips every command whose
