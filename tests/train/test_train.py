@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -235,6 +236,8 @@ def test_smoke_train_resume_export(tmp_path, capsys):
     assert "starting from the weights" in capsys.readouterr().out
     assert (continued / "unet" / "step_0000001.pt").exists()
     assert (export(continued, tmp_path / "export2") / "model_index.json").exists()
+    # the exported configs do not name the folder the autoencoder was loaded from
+    assert not any("_name_or_path" in json.loads(f.read_text()) for f in (tmp_path / "export2").glob("*/config.json"))
     # a new UNet from scratch on an exported folder's autoencoder (the recipe's autoencoder stage already run)
     scratch = tmp_path / "scratch"
     train_unet(scratch, steps=1, batch=2, vae_from=folder, **stream, **tiny_unet)

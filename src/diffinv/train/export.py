@@ -36,4 +36,15 @@ def export(out: Path, folder: Path, dtype: torch.dtype = torch.float16) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(folder, safe_serialization=True, variant=None)
+    _drop_source_paths(folder)
     return folder
+
+
+def _drop_source_paths(folder: Path) -> None:
+    """Remove `_name_or_path` from the saved component configs: diffusers writes it for a component loaded with
+    `from_pretrained` (the autoencoder of an `init_from` / `vae_from` run), and it would name a folder of the
+    exporting machine; loading sets it again from wherever the folder is."""
+    for config_file in folder.glob("*/config.json"):
+        config = json.loads(config_file.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
