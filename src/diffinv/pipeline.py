@@ -20,6 +20,7 @@ from diffinv.sampler.schedule import Schedule, check_scheduler_name, make_schedu
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.measure import measure
 from diffinv.utils.metrics import nmse, psnr, ssim
+from diffinv.utils.specs import SEED_RANGE
 
 
 @dataclass
@@ -60,7 +61,13 @@ def latent_shape(pipe, batch_size: int, height: int | None = None, width: int | 
     """[B, C, h, w] of the latents for images of height x width (default: the pipeline's own size)."""
     factor = pipe.vae_scale_factor
     default = default_image_side(pipe)
-    height, width = height or default, width or default
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"the number of images must be at least 1, got {batch_size}")
+    height = default if height is None else height
+    width = default if width is None else width
+    for name, side in (("height", height), ("width", width)):
+        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+            raise ValueError(f"image {name} must be a positive whole number of pixels, got {side}")
     multiple = factor * (2 if is_flux(pipe) else 1)  # Flux packs 2x2 latent patches
     if height % multiple or width % multiple:
         raise ValueError(f"image size {width}x{height} is not a multiple of {multiple} (the VAE factor"
@@ -86,10 +93,32 @@ def pipeline_schedule(pipe, scheduler: str | None, steps: int, latent_size: tupl
     return make_schedule(scheduler, pipe.scheduler.config, steps, image_seq_len=(height // patch) * (width // patch))
 
 
+def check_seed(seed: int) -> int:
+    """`seed` if torch's generator takes it (a whole number in `SEED_RANGE`), else a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"seed {seed!r} is out of range: give a whole number from -2**63 to 2**64 - 1")
+    return seed
+
+
 def seeded_noise(pipe, seed: int, batch_size: int = 1, height: int | None = None, width: int | None = None) -> torch.Tensor:
     """The float32 noise diffusers draws for `generator=torch.Generator().manual_seed(seed)`."""
     shape = latent_shape(pipe, batch_size, height, width)
-    return randn_tensor(shape, generator=torch.Generator().manual_seed(seed), device=network_of(pipe).device, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    return randn_tensor(shape, generator=generator, device=network_of(pipe).device, dtype=torch.float32)
+
+
+def check_latent(pipe, latent: torch.Tensor, name: str = "latent") -> torch.Tensor:
+    """Refuse in one line a latent (or noise) the pipeline cannot take: not [B, C, h, w] with the model's C,
+    a side the VAE factor (or Flux's packing) cannot produce, or non-finite values."""
+    channels = latent_channels(pipe)
+    if not isinstance(latent, torch.Tensor) or latent.ndim != 4 or latent.shape[1] != channels or 0 in latent.shape:
+        given = list(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+        raise ValueError(f"the {name} must be a tensor [batch, {channels}, h, w] for this model, got {given}")
+    if is_flux(pipe) and (latent.shape[-1] % 2 or latent.shape[-2] % 2):
+        raise ValueError(f"the {name}'s sides must be even for Flux (2x2 packing), got {list(latent.shape)}")
+    if not torch.isfinite(latent).all():
+        raise ValueError(f"the {name} holds non-finite values (NaN or infinity)")
+    return latent
 
 
 def _prompts(prompt: str | Sequence[str], batch_size: int) -> list[str]:
@@ -121,6 +150,7 @@ def generate(
     check_scheduler_name(scheduler)
     if noise is None:
         noise = seeded_noise(pipe, 0 if seed is None else seed, batch_size, height, width)
+    check_latent(pipe, noise, "noise")
     noise = noise.to(network_of(pipe).device, torch.float32)
     schedule = pipeline_schedule(pipe, scheduler, steps, tuple(noise.shape[-2:]))
     prompts = _prompts(prompt, noise.shape[0])
@@ -180,7 +210,7 @@ def invert(
                 raise ValueError(f"image size {images.shape[-1]}x{images.shape[-2]} is not a multiple of the VAE factor {factor}")
             decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder, **(decoder_options or {}))
             latent = decoded.latent.float()
-        latent = latent.to(device, torch.float32)
+        latent = check_latent(pipe, latent).to(device, torch.float32)
         schedule = pipeline_schedule(pipe, scheduler, steps, tuple(latent.shape[-2:]))
         prompts = _prompts(prompt, latent.shape[0])
         size = (latent.shape[-2] * pipe.vae_scale_factor, latent.shape[-1] * pipe.vae_scale_factor)

@@ -34,7 +34,7 @@ def test_load_images_converts_and_checks(tmp_path):
     Image.new("RGB", (16, 16), (0, 0, 255)).save(tmp_path / "rgb.png")
     loaded = load_images([tmp_path / "rgba.png", tmp_path / "rgb.png"], factor=8)
     assert loaded.tensor.shape == (2, 3, 16, 16)
-    assert loaded.notes == ["rgba.png: converted from RGBA to RGB"]
+    assert loaded.notes == ["rgba.png: transparency composited on white"]  # was "converted", alpha dropped (#33)
     assert torch.allclose(loaded.tensor[1, 2], torch.ones(16, 16)) and torch.allclose(loaded.tensor[1, 0], -torch.ones(16, 16))
     Image.new("RGB", (24, 16)).save(tmp_path / "wide.png")
     with pytest.raises(ImageError, match="share a size"):

@@ -6,14 +6,16 @@ manifest. The items are cut into fixed batches of `batch_size` (under `accelerat
 each process takes every `num_processes`-th batch), so a batch always holds the same images, whatever
 was done before: a resumed or sharded run computes exactly what an uninterrupted one does.
 
-Each process appends one JSON line per image to its own shard (`out/shards/results-{rank}.jsonl`),
-written whole in one `write` on an append-only file, after the image's outputs are in place
+A single process appends one JSON line per image to `out/results.jsonl` itself; under several processes
+each appends to its own shard (`out/shards/results-{rank}.jsonl`). A line is written whole in one `write`
+on an append-only file, after the image's outputs are in place
 (`out/images/{key}/noise.safetensors`, `latent.safetensors`, `reconstruction.png`, each written under
 a temporary name and renamed). An image is done when its line says so; rerunning the same command
 skips images done with the same settings (keyed by the file's content hash and the settings' hash).
-At the end the main process merges every shard into `out/results.jsonl`, one line per input in input
-order (written to a temporary file, then renamed). Unreadable or wrongly sized images become error
-lines and the run goes on.
+At the end the main process rewrites `out/results.jsonl` with the shards merged in, one line per input in
+input order (written to a temporary file, then renamed), and removes the shards. Unreadable images, and
+images whose sides are not multiples of the VAE factor, become error lines and the run goes on; images of
+other sizes than the model's are inverted at their own size, as a single image is (`--resize` resizes both).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import glob
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,10 @@ import torch
 from tqdm.auto import tqdm
 
 from diffinv.pipeline import default_image_side, invert, reconstruct
-from diffinv.utils.images import IMAGE_SUFFIXES, ImageError, load_images, tensor_to_pil
+from diffinv.utils.images import ImageError, load_images, tensor_to_pil
 from diffinv.utils.metrics import psnr, ssim
-from diffinv.utils.outputs import save_tensor
-
-MANIFEST_SUFFIXES = (".txt", ".jsonl")
+from diffinv.utils.outputs import save_tensor, write_atomically
+from diffinv.utils.sources import IMAGE_SUFFIXES, MANIFEST_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,6 @@ class Item:
     path: Path
     label: Any = None
     prompt: str | None = None
-
-
-def is_dataset(sources: Sequence[str | Path]) -> bool:
-    """True when the inputs name a dataset (a folder, a glob or a manifest) rather than image files."""
-    return any(Path(s).is_dir() or glob.has_magic(str(s)) or Path(s).suffix.lower() in MANIFEST_SUFFIXES
-               for s in sources)
 
 
 def collect(sources: Sequence[str | Path]) -> list[Item]:
@@ -134,18 +128,6 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def write_atomically(path: Path, save: Callable[[Path], None]) -> None:
-    """`save(temporary path)` beside `path`, then rename it into place."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(descriptor)
-    try:
-        save(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 @dataclass
 class Summary:
     """What a dataset run did in this process, and the merged results (main process)."""
@@ -203,7 +185,7 @@ def invert_dataset(
     distribution = distribution or Distribution()
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    shard = out / "shards" / f"results-{distribution.index}.jsonl"
+    shard = out / "results.jsonl" if distribution.count == 1 else out / "shards" / f"results-{distribution.index}.jsonl"
     key = settings_key({**settings, "resize": resize})
     done = set() if overwrite else {(r["path"], r["image_key"]) for r in _all_records(out)
                                      if r.get("status") == "ok" and r.get("settings_key") == key}
@@ -230,11 +212,6 @@ def invert_dataset(
                 loaded.append((item, load_images([item.path], pipe.vae_scale_factor, size=(size, size), resize=resize).tensor))
             except ImageError as error:
                 errors[item.index] = str(error)
-            else:
-                if loaded[-1][1].shape[-2:] != (size, size):
-                    errors[item.index] = (f"{item.path}: size {loaded[-1][1].shape[-1]}x{loaded[-1][1].shape[-2]}, "
-                                          f"the model takes {size}x{size} (pass --resize)")
-                    loaded.pop()
         # Only when something new loaded: a batch whose new items all failed is not inverted again for the rest.
         fresh = any(item in todo for item, _ in loaded)
         records = _invert_batch(pipe, loaded, settings, key, hashes, out) if fresh else {}
@@ -270,7 +247,18 @@ def _hash_or_error(item: Item) -> str | tuple[str]:
 
 
 def _invert_batch(pipe, loaded, settings, key, hashes, out) -> dict[int, dict[str, Any]]:
-    """Invert one batch; write each image's outputs atomically; return each image's record."""
+    """Invert one batch, its images of each size together; write each image's outputs atomically; return
+    each image's record."""
+    by_size: dict[tuple[int, ...], list] = {}
+    for item, tensor in loaded:
+        by_size.setdefault(tuple(tensor.shape), []).append((item, tensor))
+    records = {}
+    for group in by_size.values():
+        records.update(_invert_group(pipe, group, settings, key, hashes, out))
+    return records
+
+
+def _invert_group(pipe, loaded, settings, key, hashes, out) -> dict[int, dict[str, Any]]:
     items = [item for item, _ in loaded]
     images = torch.cat([tensor for _, tensor in loaded])
     default_prompt = settings.get("prompt", "")
@@ -321,4 +309,6 @@ def merge(out: Path, items: Sequence[Item], key: str) -> tuple[Path, list[dict[s
     write_atomically(target, lambda p: p.write_text("".join(json.dumps(r, default=str) + "\n" for r in records)))
     for shard in (out / "shards").glob("results-*.jsonl"):
         shard.unlink()
+    if (out / "shards").is_dir() and not any((out / "shards").iterdir()):
+        (out / "shards").rmdir()
     return target, ordered

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from scipy.stats import ncx2
+
+from diffinv.utils.outputs import save_tensors
 
 if TYPE_CHECKING:
     from diffinv.inversion import InversionResult
@@ -56,14 +58,16 @@ class WatermarkKey:
     def save(self, path: str | Path) -> None:
         """Write the key as safetensors (real and imaginary parts, mask) with its settings as metadata."""
         settings = {"channel": self.channel, "radius": self.radius, "kind": self.kind, "seed": self.seed}
-        save_file(
+        save_tensors(
+            path,
             {"real": self.pattern.real.contiguous(), "imag": self.pattern.imag.contiguous(), "mask": self.mask.to(torch.uint8)},
-            str(path),
             metadata={"diffinv": "tree-ring key", "settings": json.dumps(settings)},
         )
 
     @classmethod
     def load(cls, path: str | Path) -> "WatermarkKey":
+        """Read a key written by `save`, refusing in one line a file that is not one or is damaged (missing
+        tensors, mismatched shapes or dtypes, non-finite values, unreadable settings)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such key file")
@@ -71,12 +75,36 @@ class WatermarkKey:
             with safe_open(str(path), "pt") as handle:
                 metadata = handle.metadata() or {}
             tensors = load_file(str(path))
-        except SafetensorError:
-            raise ValueError(f"{path} is not a safetensors file") from None
+        except (SafetensorError, OSError, ValueError):
+            raise ValueError(f"{path} is not a safetensors file (or it is damaged)") from None
         if metadata.get("diffinv") != "tree-ring key":
             raise ValueError(f"{path} is not a diffinv Tree-Ring key")
-        settings = json.loads(metadata["settings"])
-        return cls(torch.complex(tensors["real"], tensors["imag"]), tensors["mask"].bool(), **settings)
+        missing = [name for name in ("real", "imag", "mask") if name not in tensors]
+        if missing:
+            raise ValueError(f"{path}: damaged Tree-Ring key, no {', '.join(missing)} tensor")
+        real, imag, mask = tensors["real"], tensors["imag"], tensors["mask"]
+        if real.ndim != 3 or real.shape != imag.shape or real.shape != mask.shape:
+            raise ValueError(f"{path}: damaged Tree-Ring key, tensor shapes {list(real.shape)}, {list(imag.shape)}, "
+                             f"{list(mask.shape)} should be one [C, h, w]")
+        if real.dtype != torch.float32 or imag.dtype != torch.float32 or mask.dtype not in (torch.uint8, torch.bool):
+            raise ValueError(f"{path}: damaged Tree-Ring key, dtypes {real.dtype}, {imag.dtype}, {mask.dtype} "
+                             f"should be float32, float32 and uint8")
+        if not (torch.isfinite(real).all() and torch.isfinite(imag).all()):
+            raise ValueError(f"{path}: damaged Tree-Ring key, its pattern holds non-finite values")
+        if not mask.bool().any():
+            raise ValueError(f"{path}: damaged Tree-Ring key, its mask is empty")
+        try:
+            settings = json.loads(metadata["settings"])
+            settings = {"channel": int(settings["channel"]), "radius": int(settings["radius"]),
+                        "kind": str(settings["kind"]), "seed": int(settings["seed"])}
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            raise ValueError(f"{path}: damaged Tree-Ring key, unreadable settings") from None
+        return cls(torch.complex(real, imag), mask.bool(), **settings)
+
+    def check_fits(self, latent_shape: tuple[int, ...], source: str = "the key") -> None:
+        """Refuse, before any work, a key made for latents of another shape than [C, h, w] `latent_shape`."""
+        if tuple(latent_shape) != self.shape:
+            raise ValueError(f"{source} is for latents {list(self.shape)}, the model's are {list(latent_shape)}")
 
 
 def disc_mask(height: int, width: int, radius: int) -> torch.Tensor:
@@ -200,6 +228,13 @@ class Detection:
     correlation: torch.Tensor
     inversion: "InversionResult"
 
+    def check_finite(self) -> None:
+        """Refuse to give a verdict from a non-finite score (a NaN distance would read "not watermarked")."""
+        scores = torch.stack([self.distance.double(), self.correlation.double(), self.p_value.double()])
+        if not torch.isfinite(scores).all():
+            raise FloatingPointError("the recovered noise gives non-finite watermark scores; no verdict is made "
+                                     "(check the inversion's report for non-finite values)")
+
     def report(self, threshold: float = 0.01) -> list[dict[str, float | bool]]:
         """Per image: distance, correlation, p-value, and whether the p-value is below `threshold`."""
         return [
@@ -228,8 +263,10 @@ def detect(pipe, image, key: WatermarkKey, prompt="", scheduler: str | None = No
     result = invert(pipe, image, prompt=prompt, scheduler=scheduler, steps=steps, guidance=guidance,
                     method=method, decoder=decoder, **invert_options)
     noise = result.noise.cpu()
-    return Detection(distance=distance(noise, key), p_value=p_value(noise, key), correlation=correlation(noise, key),
-                     inversion=result)
+    found = Detection(distance=distance(noise, key), p_value=p_value(noise, key), correlation=correlation(noise, key),
+                      inversion=result)
+    found.check_finite()
+    return found
 
 
 def is_clean_label(label) -> bool:
@@ -265,6 +302,9 @@ def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold:
         if record.get("status") != "ok":
             continue
         noise = load_file(str(Path(out) / record["outputs"] / "noise.safetensors"))["noise"]
+        if not torch.isfinite(noise).all():
+            rows.append({"path": record["path"], "label": record.get("label"), "error": "non-finite recovered noise"})
+            continue
         distances = [float(distance(noise, key)[0]) for key in keys]
         correlations = [float(correlation(noise, key)[0]) for key in keys]
         ranked = [float(watermark_score(noise, key, score)[0]) for key in keys]  # higher = watermarked
@@ -273,9 +313,13 @@ def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold:
                      "correlation": correlations[0], "p_value": float(p_value(noise, keys[0])[0]),
                      "nearest_key": max(range(len(keys)), key=ranked.__getitem__), "distances": distances,
                      "correlations": correlations})
+    failed = [row for row in rows if "error" in row]
+    rows = [row for row in rows if "error" not in row]
     for row in rows:
         row["watermarked"] = row["p_value"] < threshold
     metrics: dict = {"images": len(rows), "flagged": sum(row["watermarked"] for row in rows), "score": score}
+    if failed:
+        metrics["unscored"] = len(failed)
     labelled = [row for row in rows if "label" in row and row["label"] is not None]
     if labelled:
         clean = [value for row, value in zip(rows, first_key_scores) if is_clean_label(row["label"])]
@@ -288,4 +332,4 @@ def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold:
         if len(keys) > 1 and marked:
             metrics["attribution_accuracy"] = sum(row["nearest_key"] == key_label(row["label"]) for row in marked) / len(marked)
         metrics["clean"], metrics["watermarked_images"] = len(clean), len(marked)
-    return rows, metrics
+    return rows + failed, metrics

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffinv.utils.images import IMAGE_SUFFIXES, ImageError, load_images, pil_to_tensor, tensor_to_pil
+from diffinv.utils.images import ImageError, load_images, pil_to_tensor, tensor_to_pil
+from diffinv.utils.sources import IMAGE_SUFFIXES
 
 #: The scikit-image photos `--images skimage` uses (all ship inside the package; grayscale ones become RGB).
 SKIMAGE_PHOTOS: tuple[str, ...] = (

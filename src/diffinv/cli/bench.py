@@ -8,6 +8,8 @@ from typing import Any, Optional
 import typer
 
 from diffinv.cli.common import (
+    SEED_BOUNDS,
+    JsonOutput,
     MODEL_HELP,
     SCHEDULER_HELP,
     bench_app,
@@ -16,6 +18,7 @@ from diffinv.cli.common import (
     split_list,
     user_errors,
     whole_numbers,
+    writable_file,
 )
 from diffinv.utils.specs import split_specs
 
@@ -41,10 +44,10 @@ def bench_watermark(
     generation_guidance: float = typer.Option(7.5, help="guidance when generating"),
     inversion_guidance: float = typer.Option(1.0, help="guidance when inverting (Tree-Ring: 1, empty prompt)"),
     known_prompt: bool = typer.Option(False, help="invert with each image's prompt and the generation guidance"),
-    seed: int = typer.Option(0, help="seed of noises and keys"),
+    seed: int = typer.Option(0, help="seed of noises and keys", **SEED_BOUNDS),
     score: str = typer.Option("distance", help="detection score: distance (Tree-Ring's) or correlation (matched filter)"),
     radius: Optional[int] = typer.Option(None, help="keys' radius in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write {\"rows\": [...]} here"),
+    json_path: JsonOutput = None,
 ) -> None:
     """Tree-Ring detection (AUC, TPR@1%FPR) and 3-key attribution per inversion pipeline, clean and attacked."""
     with user_errors():
@@ -86,7 +89,7 @@ def bench_reconstruction(
     dtype: str = typer.Option("float32", help="float32, float16, or both comma-separated (one run each)"),
     repeats: int = typer.Option(1, help="time each inversion this many times and keep the fastest"),
     per_image: bool = typer.Option(False, help="also print every image's row"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+    json_path: JsonOutput = None,
 ) -> None:
     """Invert real (and generated) images, regenerate them, and compare: PSNR, SSIM, LPIPS, NFE, seconds."""
     with user_errors():
@@ -144,8 +147,8 @@ def bench_sampler_inversion(
     image: bool = typer.Option(False, "--image", help="also invert from the decoded image (decoder inversion first)"),
     decoder: str = typer.Option("gradient", help="decoder inversion for --image"),
     dtype: str = typer.Option("float32", help="model dtype"),
-    seed: int = typer.Option(0, help="seed of the first noise"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+    seed: int = typer.Option(0, help="seed of the first noise", **SEED_BOUNDS),
+    json_path: JsonOutput = None,
 ) -> None:
     """Invert samples of known noise with every method: noise/latent NMSE, NFE, seconds, peak memory."""
     with user_errors():
@@ -178,9 +181,9 @@ def bench_decoder_inversion(
     prompts: str = typer.Option("", help="sample the true latents from these prompts ('|'-separated); default: seeded Gaussian latents"),
     video_size: Optional[int] = typer.Option(None, help="frames: a SIZE x SIZE window panning across a photo, true latents E(frame) (instead of --prompts)"),
     chunk_size: Optional[int] = typer.Option(None, help="frames per chunk (bounds memory)"),
-    seed: int = typer.Option(0, help="seed of the latents"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write {\"rows\": [...]} here"),
-    plot: Optional[Path] = typer.Option(None, help="write the NMSE-against-time (Pareto) plot here (PNG)"),
+    seed: int = typer.Option(0, help="seed of the latents", **SEED_BOUNDS),
+    json_path: JsonOutput = None,
+    plot: Optional[Path] = typer.Option(None, help="write the NMSE-against-time (Pareto) plot here (PNG)", callback=writable_file),
 ) -> None:
     """Decoder inversion methods on frames decoded from known latents: NMSE, PSNR, seconds, peak memory."""
     with user_errors():
@@ -212,8 +215,8 @@ def bench_editing(
     photos: str = typer.Option("astronaut,chelsea,coffee,rocket", help="scikit-image photos edited inside a given disc ('' for none)"),
     decoder: str = typer.Option("encoder", help="decoder inversion"),
     tol: float = typer.Option(1e-4, help="per-step relative tolerance of exact and fixed-point"),
-    seed: int = typer.Option(0, help="seed of the first image"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+    seed: int = typer.Option(0, help="seed of the first image", **SEED_BOUNDS),
+    json_path: JsonOutput = None,
 ) -> None:
     """Edit generated scenes and photos with every inversion method and mode: background PSNR/SSIM, edit success."""
     with user_errors():
@@ -238,7 +241,7 @@ def bench_overhead(
     guidances: str = typer.Option("1,7.5", help="comma-separated guidance scales"),
     batch: int = typer.Option(1, help="latents per inversion"),
     repeats: int = typer.Option(7, help="alternating runs of each; the median is reported"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here'),
+    json_path: JsonOutput = None,
 ) -> None:
     """Wall time of diffinv's naive DDIM inversion against a plain diffusers DDIMInverseScheduler loop."""
     with user_errors():

@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 import typer
 
-from diffinv.applications.dataset import is_dataset
 from diffinv.cli.common import (
+    SEED_BOUNDS,
     DTYPE_HELP,
     MODEL_HELP,
     SCHEDULER_HELP,
@@ -22,6 +22,7 @@ from diffinv.cli.common import (
     save_noise_comparison,
     user_errors,
 )
+from diffinv.utils.sources import is_dataset
 from diffinv.utils.specs import parse_options
 
 
@@ -30,12 +31,12 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="text prompt"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
-    seed: int = typer.Option(0, help="seed of the initial noise (same noise as diffusers' Generator().manual_seed)"),
+    seed: int = typer.Option(0, help="seed of the initial noise (same noise as diffusers' Generator().manual_seed)", **SEED_BOUNDS),
     scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of sampling steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
-    num_images: int = typer.Option(1, "--num-images", "-n", help="images in one batch"),
+    num_images: int = typer.Option(1, "--num-images", "-n", min=1, help="images in one batch"),
     height: Optional[int] = typer.Option(None, help="image height (default: the model's)"),
     width: Optional[int] = typer.Option(None, help="image width (default: the model's)"),
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
@@ -76,7 +77,9 @@ def invert(
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
     scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of sampler steps to invert"),
-    guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
+    guidance: float = typer.Option(
+        1.0, help="classifier-free guidance scale (1 = none, right for real images; invert a generated image with "
+                  "the guidance it was generated with)"),
     method: str = typer.Option("naive", help="sampler inversion method"),
     decoder: str = typer.Option("encoder", help="decoder inversion method"),
     method_option: MethodOptions = None,
@@ -94,8 +97,8 @@ def invert(
     accelerate launch or torchrun each process takes its share)."""
     with user_errors():
         from diffinv.models.loading import load
+        from diffinv.pipeline import check_latent, latent_shape, reconstruct, score
         from diffinv.pipeline import invert as run_invert
-        from diffinv.pipeline import reconstruct, score
         from diffinv.utils.outputs import check_writable, load_tensor, save_tensor, staged_folder, write_json
 
         check_writable(out)
@@ -122,9 +125,18 @@ def invert(
         )
         if images:
             reference_image = read_images(pipe, images, resize)
+            given = latent_shape(pipe, reference_image.shape[0], reference_image.shape[-2], reference_image.shape[-1])
+        else:
+            given_latent = check_latent(pipe, load_tensor(latent, "latent"))
+            given = tuple(given_latent.shape)
+        for name, truth in (("noise", true_noise), ("latent", true_latent)):
+            if truth is not None and tuple(truth.shape) != tuple(given):
+                raise ValueError(f"--reference {reference} holds a {name} of shape {list(truth.shape)}, but this run "
+                                 f"recovers {list(given)}: it was generated at another size or batch")
+        if images:
             result = run_invert(pipe, image=reference_image, **kwargs)
         else:
-            result = run_invert(pipe, latent=load_tensor(latent, "latent"), **kwargs)
+            result = run_invert(pipe, latent=given_latent, **kwargs)
         reconstruction = reconstruct(pipe, result, prompt, negative_prompt)
         if reference_image is None and reference is not None and (reference / "image.png").is_file():
             reference_image = read_images(pipe, [reference / "image.png"], resize)
@@ -134,16 +146,17 @@ def invert(
             save_tensor(folder / "noise.safetensors", "noise", result.noise)
             save_tensor(folder / "latent.safetensors", "latent", result.latent)
             save_images(folder, reconstruction.images, "reconstruction")
-            if true_noise is not None and true_noise.shape == result.noise.shape:
+            if true_noise is not None:
                 save_noise_comparison(folder / "noise.png", true_noise, result.noise)
             write_json(folder / "report.json", report)
         echo_report(report)
 
 
 def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batch_size: int, resize: bool,
-                  overwrite: bool, exit_on_failure: bool = True):
-    """The dataset form of `invert`: stream, resume, shard; a summary line; exit 1 if any image failed.
-    Returns the run's summary on the main process (None on the others)."""
+                  overwrite: bool, exit_on_failure: bool = True, check_model=None):
+    """The dataset form of `invert`: stream, resume, shard; each failure named and a summary line on stderr;
+    exit 1 if any image failed. `check_model(pipe)` refuses, before any work, what does not fit the loaded
+    model. Returns the run's summary on the main process (None on the others)."""
     from diffinv.applications.dataset import Distribution, collect, invert_dataset
     from diffinv.models.loading import load
 
@@ -152,14 +165,19 @@ def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batc
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     distribution = Distribution.detect()
     pipe = load(settings["model"], dtype=settings["dtype"])
+    if check_model is not None:
+        check_model(pipe)
     if distribution.device.startswith("cuda"):
         pipe.to(distribution.device)  # each process on its own GPU
     summary = invert_dataset(pipe, items, out, settings, batch_size=batch_size, resize=resize, overwrite=overwrite,
                              distribution=distribution)
     if distribution.main:
-        failed = sum(1 for r in summary.records if r.get("status") != "ok")
+        failures = [r for r in summary.records if r.get("status") != "ok"]
+        for record in failures:
+            typer.echo(f"failed: {record.get('error') or record['path']}", err=True)
+        failed = len(failures)
         typer.echo(f"{len(summary.records) - failed} of {len(items)} images done, {failed} failed; "
-                   f"this run: {summary.line()}; results in {summary.results}")
+                   f"this run: {summary.line()}; results in {summary.results}", err=True)
         if failed and exit_on_failure:
             raise typer.Exit(1)
         return summary
@@ -173,7 +191,7 @@ def check_cocoercivity_command(
     alpha: float = typer.Option(0.0, help="inertia of the iterates (0 = forward step)"),
     n: int = typer.Option(4, "--n", help="sample latents (seeded Gaussian)"),
     iterations: int = typer.Option(20, help="iterates to measure along"),
-    seed: int = typer.Option(0, help="seed of the latents"),
+    seed: int = typer.Option(0, help="seed of the latents", **SEED_BOUNDS),
 ) -> None:
     """Estimate <T z' - T z, z' - z> / ||T z' - T z||^2 along the iterates and check the step size."""
     with user_errors():

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from diffinv.utils.specs import SEED_RANGE
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -18,6 +20,23 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print one table and write JSON.")
 app.add_typer(bench_app, name="bench")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from diffinv import __version__
+
+        typer.echo(f"diffinv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    """Find the noise and the latent behind an image for latent diffusion models."""
+
+
 watermark_app = typer.Typer(no_args_is_help=True, help="Tree-Ring watermarks: embed in the noise, detect through inversion.")
 app.add_typer(watermark_app, name="watermark")
 
@@ -25,6 +44,27 @@ MODEL_HELP = "'tiny' (bundled), a local diffusers folder, or a hub id"
 #: The repeatable KEY=VALUE options of every command that inverts (`--method-option`, `--decoder-option`).
 MethodOptions = Annotated[Optional[list[str]], typer.Option("--method-option", help="KEY=VALUE for the method, repeatable")]
 DecoderOptions = Annotated[Optional[list[str]], typer.Option("--decoder-option", help="KEY=VALUE for the decoder, repeatable")]
+
+
+def writable_file(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """Option callback: refuse, while the arguments are parsed (before any work), an output file that could
+    not be written."""
+    if value is not None:
+        from diffinv.utils.outputs import OutputError, check_output_file
+
+        try:
+            check_output_file(value, param.opts[0] if param.opts else "output")
+        except OutputError as error:
+            raise typer.BadParameter(str(error).removeprefix(f"{param.opts[0] if param.opts else 'output'} ")) from None
+    return value
+
+
+#: A benchmark's `--json` rows file, checked before the benchmark runs.
+JsonOutput = Annotated[Optional[Path], typer.Option("--json", help='write {"rows": [...]} here', callback=writable_file)]
+
+#: Bounds for every --seed option: the seeds torch's generator takes.
+SEED_BOUNDS = {"min": SEED_RANGE[0], "max": SEED_RANGE[1]}
+
 SCHEDULER_HELP = "ddim, euler, dpm++1, dpm++2m, dpm++3m or flow-euler (default: the model's own: flow-euler on SD3 and Flux, else ddim)"
 DTYPE_HELP = "float32 or float16: the dtype the model's weights run in (latents stay float32)"
 

@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import typer
 
-from diffinv.applications.dataset import is_dataset
 from diffinv.cli.common import (
+    SEED_BOUNDS,
     MODEL_HELP,
     SCHEDULER_HELP,
     DecoderOptions,
@@ -21,6 +21,7 @@ from diffinv.cli.common import (
     user_errors,
     watermark_app,
 )
+from diffinv.utils.sources import is_dataset
 from diffinv.utils.specs import parse_options
 
 
@@ -30,8 +31,8 @@ def watermark_embed(
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     key: Optional[Path] = typer.Option(None, help="reuse this key file (default: make a new one, saved as OUT/key.safetensors)"),
-    seed: int = typer.Option(0, help="seed of the initial noise"),
-    key_seed: int = typer.Option(0, help="seed of a new key"),
+    seed: int = typer.Option(0, help="seed of the initial noise", **SEED_BOUNDS),
+    key_seed: int = typer.Option(0, help="seed of a new key", **SEED_BOUNDS),
     channel: int = typer.Option(-1, help="latent channel that carries a new key (Tree-Ring: the last)"),
     radius: Optional[int] = typer.Option(None, help="radius of a new key in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
     pattern: str = typer.Option("ring", help="ring, rand or zeros"),
@@ -94,17 +95,22 @@ def watermark_detect(
         from diffinv.applications.attacks import apply_attack, check_attack
         from diffinv.applications.watermark import WatermarkKey, check_score, detect
         from diffinv.models.loading import load
+        from diffinv.pipeline import latent_shape
         from diffinv.utils.images import pil_to_tensor, tensor_to_pil
+        from diffinv.utils.outputs import check_writable
 
         check_names(scheduler, method, decoder, guidance)
         check_attack(attack)
         check_score(score)
         keys = [WatermarkKey.load(path) for path in key]
+        for path, one in zip(key[1:], keys[1:]):
+            one.check_fits(keys[0].shape, f"{path}")
         if is_dataset(images):
             if out is None:
                 raise ValueError("a dataset run needs --out (results.jsonl and detection.json go there)")
             if attack != "clean":
                 raise ValueError("--attack applies to image files; attack a dataset's images when you make it")
+            check_writable(out)
             detect_dataset(images, out, keys, threshold, score, batch_size, resize, overwrite, dict(
                 model=model, dtype="float32", prompt=prompt, scheduler=scheduler, steps=steps, guidance=guidance,
                 method=method, decoder=decoder, method_options=parse_options(method_option),
@@ -112,6 +118,7 @@ def watermark_detect(
             return
         the_key = keys[0]
         pipe = load(model)
+        the_key.check_fits(latent_shape(pipe, 1)[1:], str(key[0]))
         attacked = [pil_to_tensor(apply_attack(image, attack, seed=index))
                     for index, image in enumerate(tensor_to_pil(read_images(pipe, images, resize)))]
         found = detect(pipe, torch.stack(attacked), the_key, prompt=prompt, scheduler=scheduler, steps=steps,
@@ -128,11 +135,18 @@ def detect_dataset(sources: list[Path], out: Path, keys, threshold: float, score
     from diffinv.cli.commands import invert_folder
     from diffinv.utils.outputs import write_json
 
-    summary = invert_folder(sources, out, settings, batch_size, resize, overwrite, exit_on_failure=False)
+    from diffinv.pipeline import latent_shape
+
+    def check_keys(pipe) -> None:
+        for one in keys:
+            one.check_fits(latent_shape(pipe, 1)[1:], "the key")
+
+    summary = invert_folder(sources, out, settings, batch_size, resize, overwrite, exit_on_failure=False,
+                            check_model=check_keys)
     if summary is None:  # not the main process
         return
     rows, metrics = score_dataset(summary.records, out, keys, threshold, score)
     write_json(Path(out) / "detection.json", {"metrics": metrics, "rows": rows})
-    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(json.dumps(metrics, indent=2))  # stdout holds only this JSON; progress and the summary go to stderr
     if any(r.get("status") != "ok" for r in summary.records):
         raise typer.Exit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import torch
 
@@ -117,6 +118,20 @@ class Denoiser:
         self.embedded_guidance = embedded_guidance
         self.nfe = 0
 
+    @staticmethod
+    def check_prompt_length(pipe, prompts: list[str]) -> None:
+        """Warn (one line) when a prompt is longer than the CLIP text encoder reads: the rest is cut off."""
+        tokenizer = getattr(pipe, "tokenizer", None)
+        limit = getattr(tokenizer, "model_max_length", None)
+        if tokenizer is None or not limit or limit > 100_000:
+            return
+        for prompt in dict.fromkeys(prompts):
+            count = len(tokenizer(prompt, truncation=False).input_ids)
+            if count > limit:
+                shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+                warnings.warn(f"the prompt {shown!r} is {count} tokens long; the text encoder reads the first {limit} "
+                              f"(start and end tokens included) and the rest is cut off", UserWarning, stacklevel=3)
+
     @classmethod
     def from_pipeline(
         cls,
@@ -136,6 +151,7 @@ class Denoiser:
         if len(prompts) != batch_size:
             raise ValueError(f"got {len(prompts)} prompts for {batch_size} latents")
         guided = check_guidance(guidance) > 1.0
+        cls.check_prompt_length(pipe, prompts + ([negative_prompt] if isinstance(negative_prompt, str) else list(negative_prompt or [])))
         network = network_of(pipe)
         with torch.inference_mode():
             if is_flux(pipe):  # no negative branch: guidance is an input of the (guidance-distilled) network

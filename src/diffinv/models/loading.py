@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
+
 
 BUNDLED = {"tiny": "tiny"}
 #: dtype names the CLI and the benchmarks accept.
@@ -15,6 +17,33 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.flo
 
 class ModelNotFoundError(FileNotFoundError):
     """The named model is neither bundled, nor a diffusers folder, nor in the local hub cache."""
+
+
+def silence_libraries() -> list[tuple[object, int, bool]]:
+    """Set diffusers' and transformers' loggers to errors only and turn their progress bars off; returns what
+    they were, for `quiet_loading` to restore."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    saved = []
+    for library in (diffusers.utils.logging, transformers.utils.logging):
+        saved.append((library, library.get_verbosity(), library.is_progress_bar_enabled()))
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    return saved
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No loader warnings or loading bars from the libraries while a pipeline loads; their settings after."""
+    saved = silence_libraries()
+    try:
+        yield
+    finally:
+        for library, verbosity, bars in saved:
+            library.set_verbosity(verbosity)
+            if bars:
+                library.enable_progress_bar()
 
 
 def bundled_path(name: str) -> Path:
@@ -80,6 +109,64 @@ def pipeline_class(source: Path | str, config: dict | None = None) -> type:
     return getattr(diffusers, name)
 
 
+def cached_snapshot(hub_id: str) -> Path | None:
+    """The local folder of `hub_id` in the Hugging Face cache, or None when it was never downloaded."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(hub_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
+        return None
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within `timeout` seconds (False when offline mode is set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def locate(name_or_path: str | Path) -> Path | str:
+    """`resolve`, with a hub id replaced by its cached folder when it is on this machine; a hub id that is
+    neither cached nor reachable fails at once, in one line."""
+    source = resolve(name_or_path)
+    if isinstance(source, Path):
+        return source
+    cached = cached_snapshot(source)
+    if cached is not None:
+        return cached
+    if not hub_reachable():
+        raise ModelNotFoundError(
+            f"model {source!r} is not on this machine and the Hugging Face hub cannot be reached; "
+            f"pass a local diffusers folder (--model PATH) or 'tiny'"
+        )
+    return source
+
+
+def check_components(folder: Path, config: dict, optional: tuple[str, ...] = ()) -> None:
+    """Refuse a pipeline folder whose model_index.json names a component that has no folder, naming it."""
+    for name, spec in config.items():
+        if name.startswith("_") or name in optional or not isinstance(spec, (list, tuple)) or None in spec:
+            continue
+        if not (folder / name).is_dir():
+            raise ModelNotFoundError(
+                f"{folder}: the {name!r} component is missing (model_index.json names a {spec[-1]} in {name}/, "
+                f"which does not exist)"
+            )
+
+
 def load(
     name_or_path: str | Path = "tiny",
     dtype: torch.dtype | str = torch.float32,
@@ -88,24 +175,30 @@ def load(
     """A `StableDiffusionPipeline`, `StableDiffusionXLPipeline`, `StableDiffusion3Pipeline` or `FluxPipeline`
     (the class model_index.json names) from "tiny" (bundled), a local diffusers folder, or a hub id.
 
-    Hub ids load from the local Hugging Face cache only when the hub cannot be reached; a missing
-    one raises ModelNotFoundError that names it. Device defaults to CUDA when available.
+    A hub id loads from the local Hugging Face cache when it is there, and is downloaded otherwise; one
+    that is neither cached nor reachable raises ModelNotFoundError at once. The libraries' loading logs
+    and bars stay off while it loads. Device defaults to CUDA when available.
     """
-    source = resolve(name_or_path)
+    source = locate(name_or_path)
     dtype = parse_dtype(dtype)
     try:
-        config = diffusers_config(source)
-        kind = pipeline_class(source, config)
-        extra = dict(safety_checker=None, requires_safety_checker=False) if kind is StableDiffusionPipeline else {}
-        if kind.__name__ == "StableDiffusion3Pipeline":  # SD3 runs without T5 (and the IP-adapter parts) when absent
-            extra = {name: None for name in OPTIONAL_SD3_PARTS if not (config.get(name) or [None])[0]}
-        pipe = kind.from_pretrained(source, dtype=dtype, **extra)
+        with quiet_loading():
+            config = diffusers_config(source)
+            kind = pipeline_class(source, config)
+            extra = dict(safety_checker=None, requires_safety_checker=False) if kind.__name__ == "StableDiffusionPipeline" else {}
+            if kind.__name__ == "StableDiffusion3Pipeline":  # SD3 runs without T5 (and the IP-adapter parts) when absent
+                extra = {name: None for name in OPTIONAL_SD3_PARTS if not (config.get(name) or [None])[0]}
+            if isinstance(source, Path):
+                check_components(source, config, optional=("safety_checker", "feature_extractor", "image_encoder", *extra))
+            pipe = kind.from_pretrained(source, dtype=dtype, **extra)
     except OSError as error:
+        if isinstance(error, ModelNotFoundError):
+            raise
         if isinstance(source, Path):
             raise ModelNotFoundError(f"could not load the pipeline in {source}: {error}") from error
         raise ModelNotFoundError(
-            f"model {source!r} is not on this machine and could not be downloaded "
-            f"(no network or no such hub id); pass a local diffusers folder or 'tiny'"
+            f"model {source!r} could not be downloaded (no such hub id, or it needs a login); "
+            f"pass a local diffusers folder or 'tiny'"
         ) from error
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = pipe.to(device)

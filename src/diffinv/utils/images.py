@@ -7,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: File suffixes read as images when a folder or glob names a dataset.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class ImageError(ValueError):
@@ -26,9 +24,58 @@ class LoadedImages:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> [3, H, W] float32 in [-1, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    """PIL image -> [3, H, W] float32 in [-1, 1], read as a viewer shows it (see `rgb_array`)."""
+    array, _ = rgb_array(image)
+    return _to_tensor(array)
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
+#: Modes holding more than 8 bits per pixel, with the value that means white.
+_DEEP_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+
+
+def rgb_array(image: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """An image as a viewer shows it: float32 [H, W, 3] in [0, 255], and the conversions that took.
+
+    EXIF orientation is applied; an animated image gives its first frame; 16-bit (and 32-bit integer)
+    grey is scaled from its full range, keeping its precision; float images are taken as [0, 1];
+    transparency is composited on white; palette, grey, CMYK and other modes become RGB.
+    """
+    notes = []
+    frames = max(getattr(image, "n_frames", 1), image.info.get("frames", 1))
+    if frames > 1:
+        image.seek(0)
+        notes.append(f"first of {frames} frames taken")
+    orientation = image.getexif().get(0x0112, 1)
+    if orientation not in (1, None):
+        image = ImageOps.exif_transpose(image)
+        notes.append(f"EXIF orientation {orientation} applied")
+    if image.mode in _DEEP_MODES or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            if values.size and (values.min() < 0 or values.max() > 1):
+                notes.append("float pixels outside [0, 1] clipped")
+            grey = values.clip(0, 1) * 255.0
+        else:
+            if image.mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+                notes.append("32-bit pixels outside the 16-bit range clipped")
+            grey = values.clip(0, 65535) * (255.0 / 65535.0)
+            notes.append(f"{'16-bit' if image.mode != 'I' else '32-bit integer'} grey scaled from 0..65535 to 0..255 (kept in float)")
+        return np.repeat(grey.astype(np.float32)[..., None], 3, axis=2), notes
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info) \
+            or (image.mode in ("RGB", "L") and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        if np.asarray(rgba.getchannel("A")).min() < 255:
+            notes.append("transparency composited on white")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba).convert("RGB")
+    elif image.mode != "RGB":
+        notes.append(f"converted from {image.mode} to RGB")
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.float32), notes
 
 
 def tensor_to_pil(image: torch.Tensor) -> list[Image.Image]:
@@ -44,8 +91,12 @@ def open_image(path: str | Path) -> Image.Image:
     path = Path(path)
     try:
         with Image.open(path) as opened:
+            frames = getattr(opened, "n_frames", 1)
+            opened.seek(0)
             opened.load()
-            return opened.copy()
+            image = opened.copy()
+            image.info["frames"] = frames  # the copy is one frame; `rgb_array` notes that it was the first
+            return image
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -72,6 +123,14 @@ def load_mask(path: str | Path) -> torch.Tensor:
     return mask
 
 
+def resize_array(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float [H, W, 3] image in [0, 255] to `size` (width, height) with Lanczos, channel by channel
+    in float, so 16-bit precision survives."""
+    channels = [np.asarray(Image.fromarray(array[..., c], mode="F").resize(size, Image.Resampling.LANCZOS))
+                for c in range(array.shape[2])]
+    return np.stack(channels, axis=2).clip(0, 255).astype(np.float32)
+
+
 def load_images(
     paths: list[str | Path],
     factor: int,
@@ -80,7 +139,8 @@ def load_images(
 ) -> LoadedImages:
     """Read image files into one batch, checking they can pass through a VAE with downsampling `factor`.
 
-    Grayscale and RGBA images are converted to RGB (and a note says so). Images must share a size
+    Each image is read as a viewer shows it (`rgb_array`), one note per image naming every conversion
+    (orientation, frames, bit depth, transparency, mode, size). Images must share a size
     whose sides are multiples of `factor`; with `resize`, each is resized to `size` (the model's own
     size, when given) instead of being refused.
     """
@@ -90,21 +150,23 @@ def load_images(
     for path in paths:
         path = Path(path)
         image = open_image(path)
-        if image.mode != "RGB":
-            notes.append(f"{path.name}: converted from {image.mode} to RGB")
-            image = image.convert("RGB")
+        array, conversions = rgb_array(image)
         target = size if (resize and size) else None
         if resize and target is None:
             target = (image.width // factor * factor or factor, image.height // factor * factor or factor)
-        if target is not None and image.size != tuple(target):
-            notes.append(f"{path.name}: resized from {image.width}x{image.height} to {target[0]}x{target[1]}")
-            image = image.resize(tuple(target), Image.Resampling.LANCZOS)
-        if image.width % factor or image.height % factor:
+        height, width = array.shape[:2]
+        if target is not None and (width, height) != tuple(target):
+            conversions.append(f"resized from {width}x{height} to {target[0]}x{target[1]}")
+            array = resize_array(array, tuple(target))
+            height, width = array.shape[:2]
+        if width % factor or height % factor:
             raise ImageError(
-                f"{path}: size {image.width}x{image.height} is not a multiple of the VAE factor {factor}; "
+                f"{path}: size {width}x{height} is not a multiple of the VAE factor {factor}; "
                 f"pass --resize to resize it"
             )
-        tensors.append(pil_to_tensor(image))
+        if conversions:
+            notes.append(f"{path.name}: " + "; ".join(conversions))
+        tensors.append(_to_tensor(array))
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
         raise ImageError(f"images in one batch must share a size, got {sorted(s[1:] for s in shapes)}; pass --resize")

@@ -13,6 +13,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+#: The seeds torch's random generator takes (what every `seed` argument and `--seed` option accepts).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
 #: A comma that is not inside [...] (so list values keep their commas).
 _TOP_LEVEL_COMMA = re.compile(r",(?![^\[]*\])")
 
