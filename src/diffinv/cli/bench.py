@@ -255,3 +255,43 @@ def bench_overhead(
         rows = [row for count in step_list for w in guidance_list
                 for row in run_overhead_benchmark(pipe, steps=count, guidance=w, batch=batch, repeats=repeats)]
         emit_rows(format_rows(rows), rows, json_path, model)
+
+
+@bench_app.command("full-size")
+def bench_full_size(
+    models: str = typer.Option("sd2.1,sdxl,sd3,flux", help="comma-separated: sd2.1, sdxl, sd3, flux (random weights, published configs)"),
+    frames: str = typer.Option("1,4", help="comma-separated frame counts of the decoder part (each all at once and in chunks of 1)"),
+    iterations: int = typer.Option(2, help="decoder-inversion iterations per run"),
+    dtype: str = typer.Option("float32,bfloat16", "--dtype", help="comma-separated: float32, float16, bfloat16 (one build each)"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or mps (default: the first GPU when there is one)"),
+    parts: str = typer.Option("call,inversion,decoder,smoke", help="comma-separated parts: call, inversion, decoder, smoke"),
+    steps: int = typer.Option(2, help="steps of the naive-against-diffusers inversion timing"),
+    repeats: int = typer.Option(2, help="alternated runs of that timing; the fastest of each is kept"),
+    full_steps: int = typer.Option(0, help="also a naive and an exact DDIM inversion of this many steps against diffusers (0: none)"),
+    memory_limit: Optional[float] = typer.Option(None, help="GiB a model and its runs may use (default: what the device has free)"),
+    smoke_size: Optional[int] = typer.Option(None, help="image side of the smoke pass in px (default: native on a GPU, 128 elsewhere)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here (rewritten after each part)'),
+) -> None:
+    """SD 2.1, SDXL, SD3 and Flux at full size: network call, naive inversion against diffusers, decoder inversion, smoke pass."""
+    with user_errors():
+        from diffinv.bench.fullsize import check_json_path, check_models, check_parts, format_rows, run_full_size_benchmark
+        from diffinv.models.device import HalfPrecisionOverflow, OutOfMemory, resolve_device
+        from diffinv.models.loading import parse_dtype
+
+        model_list, part_list = check_models(split_list(models)), check_parts(split_list(parts))
+        dtypes = split_list(dtype)
+        for name in dtypes:
+            parse_dtype(name)
+        if memory_limit is not None and not memory_limit > 0:
+            raise ValueError(f"--memory-limit must be a positive number of GiB, got {memory_limit}")
+        resolve_device(device)
+        check_json_path(json_path)
+        try:
+            rows = run_full_size_benchmark(
+                models=model_list, frames=whole_numbers(frames), iterations=iterations, dtypes=dtypes, device=device,
+                parts=part_list, steps=steps, repeats=repeats, full_steps=full_steps, smoke_size=smoke_size,
+                memory_limit=None if memory_limit is None else int(memory_limit * 2**30), json_path=json_path,
+            )
+        except (OutOfMemory, HalfPrecisionOverflow) as error:
+            raise ValueError(str(error)) from None
+        typer.echo(format_rows(rows))

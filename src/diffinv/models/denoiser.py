@@ -14,6 +14,7 @@ import warnings
 
 import torch
 
+from diffinv.models.device import check_finite
 from diffinv.models.prediction import Point, Prediction, predict
 
 
@@ -197,7 +198,8 @@ class Denoiser:
         return self.network_dtype
 
     def output(self, x: torch.Tensor, timestep: int) -> torch.Tensor:
-        """The guided network output at latent `x` (float32 out, whatever the network's dtype)."""
+        """The guided network output at latent `x`, in `x`'s dtype (float32 solver state stays float32 whatever
+        the network's dtype); a float16/bfloat16 network's NaN or inf raises HalfPrecisionOverflow."""
         model_input = x.to(self.device, self.network_dtype)
         if self.guided:
             model_input = torch.cat([model_input, model_input])
@@ -211,6 +213,7 @@ class Denoiser:
             raw = self.network(model_input, timestep, encoder_hidden_states=self.embeds, added_cond_kwargs=self.added,
                                return_dict=False)[0]
         self.nfe += 1
+        check_finite(raw, self.network_dtype, f"the network's output at timestep {float(timestep):g}")
         if self.guided:
             unconditional, conditional = raw.chunk(2)
             raw = unconditional + self.guidance * (conditional - unconditional)

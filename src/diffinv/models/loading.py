@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from diffinv.models.device import resolve_device
 
 BUNDLED = {"tiny": "tiny"}
 #: dtype names the CLI and the benchmarks accept.
@@ -177,8 +178,9 @@ def load(
 
     A hub id loads from the local Hugging Face cache when it is there, and is downloaded otherwise; one
     that is neither cached nor reachable raises ModelNotFoundError at once. The libraries' loading logs
-    and bars stay off while it loads. Device defaults to CUDA when available.
+    and bars stay off while it loads. `device`: what `resolve_device` accepts (None: the first GPU when there is one).
     """
+    device = resolve_device(device)  # an unavailable device fails before anything loads
     source = locate(name_or_path)
     dtype = parse_dtype(dtype)
     try:
@@ -200,7 +202,6 @@ def load(
             f"model {source!r} could not be downloaded (no such hub id, or it needs a login); "
             f"pass a local diffusers folder or 'tiny'"
         ) from error
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -1,0 +1,612 @@
+"""Cost, fit and precision at the size users run: SD 2.1-base, SDXL, SD3 medium and Flux architectures.
+
+Each model is built from its published configuration with random weights (nothing is downloaded): the
+cost of a network call and the memory it takes depend on the shapes, not on the weights' values. The
+text encoders are one-layer random CLIP (and T5) stand-ins of the right output widths, because what is
+measured is the denoiser and the VAE. Accuracy does not carry over from random networks; cost, fit and
+whether every method runs do.
+
+Parts, each a list of flat rows:
+- `call`: one guided network call at the native size (seconds, peak memory);
+- `inversion`: diffinv's naive inversion against a bare diffusers `DDIMInverseScheduler` loop making the
+  same UNet calls, alternated, fastest of `repeats` (wall-time ratio); with `full_steps` also a naive and
+  an exact inversion of that many steps;
+- `decoder`: every decoder-inversion method at 1..N frames, all frames at once and in chunks of 1;
+- `smoke`: every sampler-inversion method for 2 steps and every decoder method for 2 iterations.
+
+Peak memory is `diffinv.utils.measure`: on CUDA the allocator's peak above what was allocated before
+(weights excluded), on a CPU the growth of the process's resident high-water mark (VmHWM) over the
+resident set before; each row's `memory_source` says which.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from diffinv.bench.tables import Column, format_table, write_rows
+from diffinv.models.autoencoder import Autoencoder
+from diffinv.models.denoiser import Denoiser, latent_channels, network_of
+from diffinv.models.device import OutOfMemory, is_out_of_memory, out_of_memory_hint, resolve_device
+from diffinv.models.loading import parse_dtype
+from diffinv.models.testing import SD_SCHEDULER_CONFIG
+from diffinv.models.tokenizer import build_tokenizer
+from diffinv.utils.measure import measure, release_memory
+
+MODEL_NAMES = ("sd2.1", "sdxl", "sd3", "flux")
+PARTS = ("call", "inversion", "decoder", "smoke")
+PROMPT = "a photo of a cat on a red background"
+GUIDANCE = 7.5
+
+# The published configurations (the config.json files of the hub folders named below), written out.
+SD_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+    act_fn="silu",
+)
+#: stabilityai/stable-diffusion-2-1-base unet/config.json
+SD21_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True, norm_num_groups=32,
+    flip_sin_to_cos=True, freq_shift=0,
+)
+#: stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280), layers_per_block=2,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32, flip_sin_to_cos=True,
+    freq_shift=0,
+)
+#: stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json
+SD3_TRANSFORMER = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+)
+#: black-forest-labs/FLUX.1-dev transformer/config.json
+FLUX_TRANSFORMER = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+)
+FLOW_VAE = dict(SD_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One architecture: its network and VAE configurations, text stand-in widths and native image side."""
+
+    name: str
+    title: str
+    network: str  # the diffusers class of the denoiser
+    network_config: dict[str, Any]
+    vae_config: dict[str, Any]
+    side: int  # native image side in pixels
+    text_widths: tuple[int, ...]  # hidden width of each CLIP stand-in
+    projections: tuple[int, ...] = ()  # projection width of each CLIP stand-in (empty: no projection)
+    t5_width: int | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SPECS: dict[str, Spec] = {
+    "sd2.1": Spec("sd2.1", "SD 2.1-base", "UNet2DConditionModel", SD21_UNET,
+                  dict(SD_VAE, sample_size=512, scaling_factor=0.18215), 512, (1024,)),
+    "sdxl": Spec("sdxl", "SDXL base 1.0", "UNet2DConditionModel", SDXL_UNET,
+                 dict(SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True), 1024, (768, 1280), (0, 1280)),
+    "sd3": Spec("sd3", "SD3 medium (no T5)", "SD3Transformer2DModel", SD3_TRANSFORMER,
+                dict(FLOW_VAE, sample_size=1024, scaling_factor=1.5305, shift_factor=0.0609), 1024, (768, 1280), (768, 1280)),
+    "flux": Spec("flux", "FLUX.1-dev", "FluxTransformer2DModel", FLUX_TRANSFORMER,
+                 dict(FLOW_VAE, sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159), 1024, (768,), (), t5_width=4096),
+}
+
+#: Options that keep the smoke pass to a few network calls per step (it checks that each method runs).
+SMOKE_OPTIONS: dict[str, dict[str, Any]] = {
+    "exact": {"max_iter": 2, "fine_steps": 1},
+    "fixed-point": {"max_iter": 2, "fine_steps": 1},
+    "renoise": {"renoise_steps": 2, "early_renoise_steps": 2, "early_average": (0, 2)},
+}
+
+
+# ----------------------------------------------------------------------------------------------- building
+
+
+def _module_class(name: str) -> type:
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def random_module(factory: Callable[[], torch.nn.Module], dtype: torch.dtype, device: torch.device, seed: int) -> torch.nn.Module:
+    """`factory()` with random weights made directly in `dtype` on `device`: the parameters are created
+    empty (no float32 copy first) and filled by each layer's own `reset_parameters` (PyTorch's default
+    initialisation); parameters of layers without one get N(0, 0.02) (ones for norm scales, zeros for biases)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        module = factory()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.no_grad():
+            for sub in module.modules():
+                for key, param in list(sub._parameters.items()):
+                    if param is None:
+                        continue
+                    fresh = torch.empty(param.shape, dtype=dtype, device=device)
+                    if key == "bias":
+                        fresh.zero_()
+                    elif fresh.ndim == 1:
+                        fresh.fill_(1.0)
+                    else:
+                        fresh.normal_(0.0, 0.02)
+                    sub._parameters[key] = torch.nn.Parameter(fresh, requires_grad=param.requires_grad)
+            for sub in module.modules():
+                reset = getattr(sub, "reset_parameters", None)
+                if callable(reset) and any(p is not None for p in sub._parameters.values()):
+                    reset()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    # nn.Module.to: the buffers (made in float32) cast like the weights, without diffusers' dtype-cast notice
+    return torch.nn.Module.to(module, device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _meta_parameters(factory: Callable[[], torch.nn.Module]) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in factory().parameters())
+
+
+def _factories(spec: Spec, tokenizer) -> dict[str, Callable[[], torch.nn.Module]]:
+    """Constructors of every component of `spec` (network, VAE, text stand-ins), by pipeline component name."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    def clip(width: int, projection: int) -> Callable[[], torch.nn.Module]:
+        config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=width, num_attention_heads=8,
+                                num_hidden_layers=1, max_position_embeddings=tokenizer.model_max_length,
+                                projection_dim=projection or width, hidden_act="gelu", bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        return (lambda: CLIPTextModelWithProjection(config)) if projection else (lambda: CLIPTextModel(config))
+
+    parts: dict[str, Callable[[], torch.nn.Module]] = {
+        "transformer" if spec.network != "UNet2DConditionModel" else "unet": lambda: _module_class(spec.network)(**spec.network_config),
+        "vae": lambda: AutoencoderKL(**spec.vae_config),
+    }
+    projections = spec.projections or (0,) * len(spec.text_widths)
+    for index, (width, projection) in enumerate(zip(spec.text_widths, projections)):
+        parts["text_encoder" if index == 0 else f"text_encoder_{index + 1}"] = clip(width, projection)
+    if spec.t5_width:
+        config = T5Config(vocab_size=len(tokenizer), d_model=spec.t5_width, d_kv=64, d_ff=spec.t5_width, num_layers=1,
+                          num_heads=8, dropout_rate=0.0, pad_token_id=tokenizer.pad_token_id)
+        parts["text_encoder_2"] = lambda: T5EncoderModel(config)
+    return parts
+
+
+def parameter_counts(name: str) -> dict[str, int]:
+    """Parameters of each component of model `name`, counted on the meta device (nothing allocated)."""
+    return {part: _meta_parameters(factory) for part, factory in _factories(SPECS[name], build_tokenizer()).items()}
+
+
+def _scheduler(spec: Spec):
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+
+    if spec.name == "sdxl":
+        keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset", "timestep_spacing", "prediction_type")
+        scheduler = EulerDiscreteScheduler(**{k: v for k, v in SD_SCHEDULER_CONFIG.items() if k in keep})
+        scheduler.register_to_config(clip_sample=False, set_alpha_to_one=False)
+        return scheduler
+    if spec.network == "SD3Transformer2DModel":
+        return FlowMatchEulerDiscreteScheduler(shift=3.0)
+    if spec.network == "FluxTransformer2DModel":
+        return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                               base_image_seq_len=256, max_image_seq_len=4096)
+    return DDIMScheduler(**SD_SCHEDULER_CONFIG)
+
+
+def build_pipeline(name: str, dtype: torch.dtype | str = torch.float32, device: torch.device | str | None = None, seed: int = 0):
+    """The diffusers pipeline of model `name` (a key of `SPECS`) with random weights in `dtype` on `device`."""
+    import diffusers
+
+    spec, dtype, device = SPECS[name], parse_dtype(dtype), resolve_device(device)
+    tokenizer = build_tokenizer()
+    parts = {part: random_module(factory, dtype, device, seed + index)
+             for index, (part, factory) in enumerate(_factories(spec, tokenizer).items())}
+    scheduler = _scheduler(spec)
+    if spec.network == "SD3Transformer2DModel":
+        pipe = diffusers.StableDiffusion3Pipeline(scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
+                                                  text_encoder_3=None, tokenizer_3=None, **parts)
+    elif spec.network == "FluxTransformer2DModel":
+        pipe = diffusers.FluxPipeline(scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer, **parts)
+    elif "text_encoder_2" in parts:
+        pipe = diffusers.StableDiffusionXLPipeline(scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
+                                                   force_zeros_for_empty_prompt=True, **parts)
+    else:
+        pipe = diffusers.StableDiffusionPipeline(scheduler=scheduler, tokenizer=tokenizer, safety_checker=None,
+                                                 feature_extractor=None, requires_safety_checker=False, **parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# -------------------------------------------------------------------------------------------------- memory
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for a new model: free GPU memory on CUDA, else the machine's MemAvailable."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def memory_source(device: torch.device) -> str:
+    """What the rows' peak memory is: the CUDA allocator's peak, or the process's resident high-water mark."""
+    return "cuda max_memory_allocated" if device.type == "cuda" else "process VmHWM growth"
+
+
+#: Weights are at most this share of the memory a model may use (the rest: activations, the VAE's decode).
+WEIGHT_SHARE = 0.8
+
+
+def fit_reason(name: str, dtype: torch.dtype, device: torch.device, limit: int | None = None) -> str | None:
+    """None if model `name`'s weights in `dtype` fit `limit` bytes (default: what `available_memory` says),
+    with room for activations; else the one-line reason it is skipped."""
+    counts = parameter_counts(name)
+    need = sum(counts.values()) * torch.finfo(dtype).bits // 8
+    limit = available_memory(device) if limit is None else int(limit)
+    if need <= WEIGHT_SHARE * limit:
+        return None
+    label = str(dtype).removeprefix("torch.")
+    return (f"does not fit: {sum(counts.values()) / 1e9:.2f}B parameters are {need / 2**30:.1f} GiB in {label}, "
+            f"more than {WEIGHT_SHARE:.0%} of the {limit / 2**30:.1f} GiB available on {device}")
+
+
+# -------------------------------------------------------------------------------------------------- parts
+
+
+def _latent(pipe, side: int, seed: int = 0) -> torch.Tensor:
+    """A seeded N(0, I) float32 z_0 of the latent shape for images of `side` pixels."""
+    factor = pipe.vae_scale_factor
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(1, latent_channels(pipe), side // factor, side // factor, generator=generator).to(network_of(pipe).device)
+
+
+def _denoiser(pipe, side: int, guidance: float = GUIDANCE) -> Denoiser:
+    from diffinv.pipeline import pipeline_schedule
+
+    schedule = pipeline_schedule(pipe, None, 2, (side // pipe.vae_scale_factor,) * 2)
+    return Denoiser.from_pipeline(pipe, PROMPT, 1, guidance, schedule.prediction_type, image_size=(side, side))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def call_rows(pipe, spec: Spec, side: int) -> list[dict[str, Any]]:
+    """One guided network call (batch 2: unconditional and conditional) at `side` px, after one warm-up call."""
+    denoiser = _denoiser(pipe, side)
+    x = _latent(pipe, side)
+    with torch.inference_mode():
+        denoiser.output(x, 500)  # warm-up: kernels chosen, memory pools grown
+        with measure(denoiser.device) as cost:
+            denoiser.output(x, 500)
+    return [{"part": "call", "method": "guided network call", "batch": 2 if denoiser.guided else 1,
+             "seconds": cost.seconds, "peak_memory_bytes": cost.peak_memory_bytes}]
+
+
+@torch.inference_mode()
+def diffusers_inverse_loop(pipe, denoiser: Denoiser, latent: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
+    """z_0 -> z_T with `DDIMInverseScheduler` in a bare loop making the UNet calls a diffusers user writes
+    (same embeddings, added conditioning and guidance as `denoiser`); returns (z_T, network calls)."""
+    from diffusers import DDIMInverseScheduler
+
+    scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    unet, x, calls = pipe.unet, latent, 0
+    for t in scheduler.timesteps:
+        model_input = torch.cat([x, x]) if denoiser.guided else x
+        output = unet(model_input.to(denoiser.network_dtype), t, encoder_hidden_states=denoiser.embeds,
+                      added_cond_kwargs=denoiser.added, return_dict=False)[0].float()
+        calls += 1
+        if denoiser.guided:
+            unconditional, conditional = output.chunk(2)
+            output = unconditional + denoiser.guidance * (conditional - unconditional)
+        x = scheduler.step(output, t, x).prev_sample
+    return x, calls
+
+
+def _timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:
+    _sync(device)
+    start = time.perf_counter()
+    result = work()
+    _sync(device)
+    return result, time.perf_counter() - start
+
+
+def inversion_rows(pipe, spec: Spec, side: int, steps: int, repeats: int, full_steps: int = 0,
+                   latent: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """Naive DDIM inversion by diffinv and by the bare diffusers loop over `steps` steps, alternated `repeats`
+    times (fastest of each); with `full_steps`, also naive, exact and the diffusers loop over that many steps."""
+    from diffinv.inversion import invert_latent
+    from diffinv.sampler.schedule import make_schedule
+    from diffinv.utils.metrics import nmse
+
+    denoiser = _denoiser(pipe, side)
+    z0 = _latent(pipe, side) if latent is None else latent
+    if spec.network != "UNet2DConditionModel":  # a flow model: no DDIM inverse scheduler to compare with
+        from diffinv.pipeline import pipeline_schedule
+
+        schedule = pipeline_schedule(pipe, None, steps, tuple(z0.shape[-2:]))
+        result, seconds = _timed(denoiser.device, lambda: invert_latent(denoiser, schedule, z0, method="naive"))
+        return [{"part": "inversion", "method": "naive (flow-euler)", "steps": steps, "seconds": seconds, "nfe": result.nfe,
+                 "note": "flow-matching model: no DDIMInverseScheduler loop to compare with"}]
+    rows = []
+    for count, rounds, methods in [(steps, repeats, ("naive",))] + ([(full_steps, 1, ("naive", "exact"))] if full_steps else []):
+        schedule = make_schedule("ddim", pipe.scheduler.config, count)
+        ours: dict[str, list[float]] = {method: [] for method in methods}
+        theirs: list[float] = []
+        results: dict[str, Any] = {}
+        for _ in range(rounds):  # diffusers first: any warm-up cost lands on the reference, not on diffinv
+            (reference, calls), seconds = _timed(denoiser.device, lambda: diffusers_inverse_loop(pipe, denoiser, z0, count))
+            theirs.append(seconds)
+            for method in methods:
+                results[method], seconds = _timed(denoiser.device, lambda: invert_latent(denoiser, schedule, z0, method=method))
+                ours[method].append(seconds)
+        base = {"part": "inversion", "steps": count, "repeats": rounds}
+        rows.append({**base, "method": "diffusers DDIMInverseScheduler loop", "seconds": min(theirs), "nfe": calls})
+        for method in methods:
+            rows.append({**base, "method": f"diffinv {method}", "seconds": min(ours[method]), "nfe": results[method].nfe,
+                         "ratio": min(ours[method]) / min(theirs),
+                         "noise_nmse_to_diffusers": nmse(results[method].noise, reference)})
+    return rows
+
+
+def decoder_rows(pipe, frames: Sequence[int], iterations: int, limit: int | None,
+                 methods: Sequence[str] = ("encoder", "gradient", "gradient-free", "forward-step"),
+                 side: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Every decoder method on 1..N frames of `side` px (a photo panned, as video frames), all at once and in
+    chunks of 1. A run whose memory, estimated from the same method's smallest measured run scaled by the
+    frames at once, passes `limit` bytes (what is left beside the weights) is skipped with the estimate in its row."""
+    from diffinv.bench.images import panning_frames
+    from diffinv.decoder import invert_decoder
+
+    autoencoder = Autoencoder.from_pipeline(pipe)
+    side = side or int(pipe.vae.config.sample_size)
+    images = panning_frames(side, max(frames)).to(autoencoder.device)
+    with torch.inference_mode():
+        autoencoder.decode(autoencoder.encode(images[:1]))  # warm-up outside any measurement
+    plan = [(count, chunk, method) for count in sorted(set(frames)) for chunk in ([count] if count == 1 else [count, 1])
+            for method in methods]
+    per_frame: dict[str, int] = {}  # method -> peak bytes per frame at once, from its smallest run
+    encode_seconds: dict[tuple[int, int], float] = {}
+    rows = []
+    for count, chunk, method in tqdm(plan, desc="decoder inversion", disable=not progress, leave=False):
+        row: dict[str, Any] = {"part": "decoder", "method": method, "frames": count, "chunk": chunk,
+                               "iterations": 0 if method == "encoder" else iterations}
+        if limit is not None and method in per_frame and per_frame[method] * chunk > limit:
+            estimate = per_frame[method] * chunk
+            rows.append({**row, "status": "did not fit",
+                         "note": f"estimated {estimate / 2**30:.1f} GiB ({chunk} x {per_frame[method] / 2**30:.2f} GiB per frame) "
+                                 f"> limit {limit / 2**30:.1f} GiB"})
+            continue
+        options: dict[str, Any] = {"chunk_size": chunk, "on_divergence": "warn"}
+        if method != "encoder":
+            options["iterations"] = iterations
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                with out_of_memory_hint(f"inverting the decoder ({method}, {chunk} frames at once)",
+                                        "lower it with a smaller chunk size or --dtype bfloat16"):
+                    result = invert_decoder(autoencoder, images[:count], method, **options)
+        except OutOfMemory as error:
+            rows.append({**row, "status": "out of memory", "note": str(error)})
+            continue
+        if method == "encoder":
+            encode_seconds[(count, chunk)] = result.seconds
+        per_frame.setdefault(method, math.ceil(result.peak_memory_bytes / chunk))
+        solving = result.seconds - encode_seconds.get((count, chunk), 0.0)
+        rows.append({**row, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
+                     "compute_dtype": result.dtype,
+                     "seconds_per_iteration": solving / iterations if method != "encoder" and iterations else None,
+                     "status": "ok" if not result.diverged else "diverged", "note": result.reason})
+    return rows
+
+
+def smoke_rows(pipe, spec: Spec, side: int, progress: bool = True) -> list[dict[str, Any]]:
+    """Every sampler-inversion method for 2 steps and every decoder method for 2 iterations at `side` px:
+    a row each, status ok when it ran and gave finite values, else the error in one line."""
+    from diffinv.bench.images import panning_frames
+    from diffinv.decoder import DECODER_METHODS, invert_decoder
+    from diffinv.inversion import METHODS, invert_latent
+    from diffinv.pipeline import pipeline_schedule
+
+    denoiser = _denoiser(pipe, side)
+    z0 = _latent(pipe, side)
+    schedule = pipeline_schedule(pipe, None, 2, tuple(z0.shape[-2:]))
+    autoencoder = Autoencoder.from_pipeline(pipe)
+    image = panning_frames(side, 1).to(autoencoder.device)
+    jobs: list[tuple[str, str, Callable[[], torch.Tensor]]] = []
+    for method in METHODS:
+        jobs.append(("sampler", method, lambda m=method: invert_latent(denoiser, schedule, z0, method=m, **SMOKE_OPTIONS.get(m, {})).noise))
+    for method in DECODER_METHODS:
+        options = {} if method == "encoder" else {"iterations": 2}
+        jobs.append(("decoder", method, lambda m=method, o=options: invert_decoder(autoencoder, image, m, **o).latent))
+    rows = []
+    for kind, method, job in tqdm(jobs, desc="smoke pass", disable=not progress, leave=False):
+        row = {"part": "smoke", "method": f"{kind} {method}", "steps": 2 if kind == "sampler" else None,
+               "iterations": (0 if method == "encoder" else 2) if kind == "decoder" else None}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                output, seconds = _timed(denoiser.device, job)
+            finite = bool(torch.isfinite(output).all())
+            rows.append({**row, "seconds": seconds, "status": "ok" if finite else "not finite"})
+        except Exception as error:  # the smoke pass reports every failure as a row
+            if is_out_of_memory(error):
+                raise
+            rows.append({**row, "status": "error", "note": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+def check_json_path(path: str | Path | None) -> None:
+    """Refuse, before any work, a --json path that could not be written."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}."):
+            pass
+        if path.exists():
+            with path.open("a"):
+                pass
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def check_models(names: Sequence[str]) -> list[str]:
+    """The model names, checked against `SPECS`, without repeats."""
+    unknown = [name for name in names if name not in SPECS]
+    if unknown or not names:
+        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SPECS)}")
+    return list(dict.fromkeys(names))
+
+
+def check_parts(names: Sequence[str]) -> list[str]:
+    unknown = [name for name in names if name not in PARTS]
+    if unknown or not names:
+        raise ValueError(f"unknown part(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PARTS)}")
+    return list(dict.fromkeys(names))
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or 'cpu' / 'mps'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+def run_full_size_benchmark(
+    models: Sequence[str] = ("sd2.1",),
+    frames: Sequence[int] = (1, 4),
+    iterations: int = 2,
+    dtypes: Sequence[str] = ("float32",),
+    device: str | torch.device | None = None,
+    parts: Sequence[str] = PARTS,
+    steps: int = 2,
+    repeats: int = 2,
+    full_steps: int = 0,
+    memory_limit: int | None = None,
+    smoke_size: int | None = None,
+    seed: int = 0,
+    json_path: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Build each model in each dtype (or skip it when it cannot fit) and run the chosen parts; the rows so far
+    are rewritten to `json_path` after each part, so an interrupted run keeps what finished."""
+    models, parts = check_models(models), check_parts(parts)
+    torch_dtypes = [parse_dtype(name) for name in dtypes]
+    if iterations < 1 or steps < 1 or repeats < 1 or full_steps < 0 or not frames or min(frames) < 1:
+        raise ValueError("--iterations, --steps, --repeats and --frames must be at least 1 (--full-steps at least 0)")
+    device = resolve_device(device)
+    check_json_path(json_path)
+    rows: list[dict[str, Any]] = []
+    common_extra = {"device": str(device), "device_name": device_name(device), "memory_source": memory_source(device),
+                    "threads": torch.get_num_threads()}
+    for name in models:
+        spec = SPECS[name]
+        for dtype in torch_dtypes:
+            label = str(dtype).removeprefix("torch.")
+            base = {"model": name, "title": spec.title, "dtype": label, **common_extra}
+            limit = memory_limit if memory_limit is not None else available_memory(device)
+            reason = fit_reason(name, dtype, device, limit)
+            if reason:
+                rows.append({**base, "part": "build", "status": "skipped", "note": reason})
+                tqdm.write(f"{spec.title} {label}: skipped, {reason}")
+                _save(json_path, rows)
+                continue
+            with out_of_memory_hint(f"building {spec.title} in {label}", "try --dtype bfloat16 or a smaller model"):
+                (pipe, build_seconds) = _timed(device, lambda: build_pipeline(name, dtype, device, seed))
+            weights = sum(p.numel() * p.element_size() for p in network_of(pipe).parameters())
+            vae_weights = sum(p.numel() * p.element_size() for p in pipe.vae.parameters())
+            base.update(network_bytes=weights, vae_bytes=vae_weights)
+            rows.append({**base, "part": "build", "status": "ok", "seconds": build_seconds,
+                         "note": "random weights; text encoders are 1-layer stand-ins"})
+            native = spec.side
+            small = smoke_size or (native if device.type == "cuda" else 128)
+            for part in tqdm(parts, desc=f"{spec.title} {label}", disable=not progress):
+                size = small if part == "smoke" else native
+                extra = {"pixels": size}
+                try:
+                    what = f"running the {part} part of {spec.title} at {size}px in {label}"
+                    with out_of_memory_hint(what, "lower it with --frames, a smaller --smoke-size or --dtype bfloat16"):
+                        if part == "call":
+                            new = call_rows(pipe, spec, size)
+                        elif part == "inversion":
+                            new = inversion_rows(pipe, spec, size, steps, repeats, full_steps)
+                        elif part == "decoder":
+                            new = decoder_rows(pipe, frames, iterations, limit - weights - vae_weights, progress=progress)
+                        else:
+                            new = smoke_rows(pipe, spec, size, progress=progress)
+                except OutOfMemory as error:
+                    new = [{"part": part, "status": "out of memory", "note": str(error)}]
+                rows += [{**base, **extra, "status": "ok", **row} for row in new]
+                _save(json_path, rows)
+            del pipe
+            release_memory(full=True)
+    return rows
+
+
+def _save(path: str | Path | None, rows: list[dict[str, Any]]) -> None:
+    if path is not None:
+        write_rows(path, rows)
+
+
+COLUMNS: list[Column] = [
+    ("model", "model", ""), ("dtype", "dtype", ""), ("part", "part", ""), ("method", "method", ""), ("pixels", "px", ""),
+    ("frames", "frames", ""), ("chunk", "chunk", ""), ("steps_or_iterations", "steps/iters", ""), ("seconds", "seconds", ".2f"),
+    ("seconds_per_iteration", "s/iter", ".2f"), ("peak_memory_mb", "peak MB", ".0f"), ("ratio", "ratio", ".3f"),
+    ("noise_nmse_to_diffusers", "NMSE to diffusers", ".1e"),
+    ("status", "status", ""), ("note", "note", ""),
+]
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as one text table, with where its peak memory comes from."""
+    shown = [{**row, "peak_memory_mb": row["peak_memory_bytes"] / 2**20 if row.get("peak_memory_bytes") is not None else None,
+              "steps_or_iterations": row.get("steps") if row.get("steps") is not None else row.get("iterations")}
+             for row in rows]
+    sources = sorted({row["memory_source"] for row in rows if row.get("memory_source")})
+    devices = sorted({f"{row['device_name']} ({row['threads']} thread{'s' if row['threads'] != 1 else ''})" if row.get("device") == "cpu" else row["device_name"]
+                      for row in rows if row.get("device_name")})
+    title = (f"Full-size architectures, random weights (text encoders: 1-layer stand-ins); device: {', '.join(devices) or '-'}; "
+             f"peak memory: {', '.join(sources) or '-'}, above the memory in use before each run")
+    return format_table(shown, COLUMNS, title=title)
