@@ -10,18 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from diffinv.bench import fullsize
-from diffinv.bench.fullsize import (
-    SPECS,
-    Spec,
-    build_pipeline,
-    check_json_path,
-    decoder_rows,
-    fit_reason,
-    format_rows,
-    parameter_counts,
-    random_module,
-    run_full_size_benchmark,
-)
+from diffinv.bench.architectures import SPECS, Spec, build_pipeline, fit_reason, parameter_counts, random_module
+from diffinv.bench.fullsize import check_json_path, decoder_rows, format_rows, run_full_size_benchmark
 from diffinv.cli import app
 
 MINI = Spec(
