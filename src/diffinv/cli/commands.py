@@ -189,8 +189,12 @@ def check_cocoercivity_command(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     step_size: float = typer.Option(0.5, help="the forward step's rho (or 2 lambda beta for inertial KM) to check"),
     alpha: float = typer.Option(0.0, help="inertia of the iterates (0 = forward step)"),
-    n: int = typer.Option(4, "--n", help="sample latents (seeded Gaussian)"),
-    iterations: int = typer.Option(20, help="iterates to measure along"),
+    n: int = typer.Option(4, "--n", min=1, help="latents to measure at"),
+    prompt: Optional[str] = typer.Option(
+        None, "--prompt", "-p",
+        help="measure at the model's own samples of this prompt (DDIM-50, guidance 7.5; seeds SEED..SEED+n-1), "
+             "where the sampler puts its latents; default: seeded Gaussian latents, which it never produces"),
+    iterations: int = typer.Option(20, min=1, help="iterates to measure along"),
     seed: int = typer.Option(0, help="seed of the latents", **SEED_BOUNDS),
 ) -> None:
     """Estimate <T z' - T z, z' - z> / ||T z' - T z||^2 along the iterates and check the step size."""
@@ -200,9 +204,13 @@ def check_cocoercivity_command(
         from diffinv.decoder.cocoercivity import check_cocoercivity
         from diffinv.models.autoencoder import Autoencoder
         from diffinv.models.loading import load
-        from diffinv.pipeline import latent_shape
+        from diffinv.pipeline import generate, latent_shape, seeded_noise
 
         pipe = load(model)
-        latents = torch.randn(latent_shape(pipe, n), generator=torch.Generator().manual_seed(seed))
+        if prompt is None:
+            latents = torch.randn(latent_shape(pipe, n), generator=torch.Generator().manual_seed(seed))
+        else:
+            noise = torch.cat([seeded_noise(pipe, seed + index) for index in range(n)])
+            latents = generate(pipe, prompt, noise=noise, steps=50, guidance=7.5, progress=True).latent
         check = check_cocoercivity(Autoencoder.from_pipeline(pipe), latents, step_size, iterations=iterations, alpha=alpha, progress=True)
         typer.echo(check.summary())
