@@ -36,19 +36,41 @@ from diffinv.models.prediction import Point
 from diffinv.pipeline import decode, image_batch, invert
 from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import make_schedule
+from diffinv.utils.config import Config, Registry, bounded
 from diffinv.utils.images import tensor_to_pil
 from diffinv.utils.measure import measure
 from diffinv.utils.metrics import psnr, ssim
 
-MODES = ("prompt-to-prompt", "diffedit")
 
-#: Defaults from the papers: P2P's word-swap notebook (cross 0.8, self 0.4; local blending off, its
-#: threshold 0.3 when used); DiffEdit as diffusers
-#: implements it (encode strength 0.5, 10 noise draws, clamp at 3x the mean, threshold 0.5).
-MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "prompt-to-prompt": {"cross_fraction": 0.8, "self_fraction": 0.4, "local_blend": None},
-    "diffedit": {"strength": 0.5, "draws": 10, "clamp_ratio": 3.0, "threshold": 0.5, "mask_seed": 0},
-}
+
+@dataclass(frozen=True, kw_only=True)
+class PromptToPrompt(Config):
+    """Prompt-to-prompt word swap (Hertz et al. 2022): the edited branch takes the source branch's attention
+    maps for the first part of the steps. Defaults: the paper's word-swap notebook."""
+
+    name = "prompt-to-prompt"
+    cross_fraction: float = bounded(0.8, min=0.0, max=1.0, help="share of the steps with injected cross-attention maps")
+    self_fraction: float = bounded(0.4, min=0.0, max=1.0, help="share of the steps with injected self-attention maps")
+    local_blend: float | None = bounded(None, above=0.0, below=1.0,
+                                        help="local blending's attention threshold (0.3 in the paper); None: off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffEdit(Config):
+    """DiffEdit (Couairon et al. 2023): a mask from the difference of the noise predictions under the two
+    prompts, and the source branch's latent kept outside it. Defaults: diffusers' implementation."""
+
+    name = "diffedit"
+    strength: float = bounded(0.5, min=0.0, max=1.0, help="noise level the mask is estimated at (share of the schedule)")
+    draws: int = bounded(10, min=1, help="noise draws averaged for the mask")
+    clamp_ratio: float = bounded(3.0, above=0.0, help="the difference is clamped at this multiple of its mean")
+    threshold: float = bounded(0.5, min=0.0, max=1.0, help="mask threshold on the clamped, rescaled difference")
+    mask_seed: int = bounded(0, help="seed of the noise draws")
+
+
+#: The editing modes by name.
+EDIT_MODES: Registry[Config] = Registry("editing mode", [PromptToPrompt, DiffEdit])
+MODES = tuple(EDIT_MODES.names())
 
 
 @dataclass
@@ -93,27 +115,8 @@ class EditResult:
 
 
 def check_mode(mode: str) -> str:
-    """Return `mode` if it is an editing mode, else raise a ValueError listing them."""
-    if mode not in MODES:
-        raise ValueError(f"unknown editing mode {mode!r}; choose one of {', '.join(MODES)}")
-    return mode
-
-
-def resolve_mode_options(mode: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """The mode's options with its defaults filled in; unknown names and out-of-range values are refused."""
-    accepted = MODE_DEFAULTS[check_mode(mode)]
-    unknown = sorted(set(options or {}) - set(accepted))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for mode {mode!r}; accepted: {', '.join(accepted)}")
-    resolved = {**accepted, **(options or {})}
-    for name in ("cross_fraction", "self_fraction", "strength", "threshold"):
-        if name in resolved and not 0.0 <= float(resolved[name]) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {resolved[name]}")
-    if resolved.get("local_blend") is not None and not 0.0 < float(resolved["local_blend"]) < 1.0:
-        raise ValueError(f"local_blend is a threshold in (0, 1) (0.3 in the paper), got {resolved['local_blend']}")
-    if "draws" in resolved and int(resolved["draws"]) < 1:
-        raise ValueError(f"draws must be >= 1, got {resolved['draws']}")
-    return resolved
+    """Return `mode` if it names an editing mode, else raise a ValueError listing them."""
+    return EDIT_MODES.check_name(mode)
 
 
 def _prompt_list(prompt: str | Sequence[str], count: int, name: str) -> list[str]:
@@ -144,10 +147,12 @@ def prepare_mask(mask: torch.Tensor, count: int, size: tuple[int, int]) -> torch
 
 @torch.inference_mode()
 def estimate_mask(pipe, latent: torch.Tensor, source_prompts: list[str], target_prompts: list[str], guidance: float,
-                  strength: float = 0.5, draws: int = 10, clamp_ratio: float = 3.0, threshold: float = 0.5,
-                  mask_seed: int = 0) -> torch.Tensor:
+                  config: DiffEdit | None = None) -> torch.Tensor:
     """DiffEdit's mask: |eps(z_t, target) - eps(z_t, source)| over `draws` noisings of z_0 at `strength`,
     averaged over channels and draws, clamped at `clamp_ratio` x its mean, scaled to [0, 1], thresholded."""
+    config = config or DiffEdit()
+    strength, draws, clamp_ratio, threshold = config.strength, config.draws, config.clamp_ratio, config.threshold
+    mask_seed = config.mask_seed
     count = latent.shape[0]
     denoiser = Denoiser.from_pipeline(pipe, source_prompts + target_prompts, 2 * count, guidance,
                                       pipe.scheduler.config.prediction_type)
@@ -176,7 +181,7 @@ def edit(
     *,
     method: str = "exact",
     decoder: str = "encoder",
-    mode: str = "prompt-to-prompt",
+    mode: str | PromptToPrompt | DiffEdit = "prompt-to-prompt",
     mask: torch.Tensor | None = None,
     scheduler: str = "ddim",
     steps: int = 50,
@@ -198,7 +203,8 @@ def edit(
     """
     if getattr(pipe, "unet", None) is None:
         raise ValueError("editing needs a UNet pipeline (SD 1.x/2.x, SDXL); the joint attention of SD3 and Flux is not supported yet")
-    options = resolve_mode_options(mode, mode_options)
+    config = EDIT_MODES.resolve(mode, mode_options)
+    mode = config.name
     images = image_batch(image)
     count = images.shape[0]
     sources = _prompt_list(source_prompt, count, "source prompt")
@@ -206,8 +212,8 @@ def edit(
     schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
     latent_size = (images.shape[-2] // pipe.vae_scale_factor, images.shape[-1] // pipe.vae_scale_factor)
     given = prepare_mask(mask, count, latent_size) if mask is not None else None
-    blending = mode == "prompt-to-prompt" and options["local_blend"] is not None
-    if mode == "prompt-to-prompt":
+    blending = isinstance(config, PromptToPrompt) and config.local_blend is not None
+    if isinstance(config, PromptToPrompt):
         alignments, words = _alignments(pipe, sources, targets)
     reused = inversion is not None
     if reused and (inversion.noise.shape[0] != count or inversion.scheduler != scheduler or inversion.steps != steps):
@@ -230,23 +236,23 @@ def edit(
         elif blending:
             latent_mask, mask_source = None, "attention"
         else:
-            diffedit_options = resolve_mode_options("diffedit", {k: v for k, v in options.items() if k in MODE_DEFAULTS["diffedit"]})
-            latent_mask = estimate_mask(pipe, inversion.latent.float(), sources, targets, guidance, **diffedit_options)
+            masking = config if isinstance(config, DiffEdit) else DiffEdit()  # P2P scores with DiffEdit's estimate
+            latent_mask = estimate_mask(pipe, inversion.latent.float(), sources, targets, guidance, masking)
             latent_mask, mask_source = latent_mask.to(inversion.latent.device), "estimated"
-            nfe += int(diffedit_options["draws"])
+            nfe += masking.draws
         denoiser = Denoiser.from_pipeline(pipe, sources + targets, 2 * count, guidance, schedule.prediction_type)
         noise = inversion.noise.float().repeat(2, 1, 1, 1)
         injected_maps = 0
-        if mode == "prompt-to-prompt":
-            cross = set(schedule.timesteps[: round(options["cross_fraction"] * len(schedule))])
-            self_ = set(schedule.timesteps[: round(options["self_fraction"] * len(schedule))])
+        if isinstance(config, PromptToPrompt):
+            cross = set(schedule.timesteps[: round(config.cross_fraction * len(schedule))])
+            self_ = set(schedule.timesteps[: round(config.self_fraction * len(schedule))])
             controller = AttentionInjection(alignments, denoiser.guided, cross, self_,
                                             blend_words=torch.cat([words[:, 0], words[:, 1]]) if blending else None)
 
             blend_masks: list[torch.Tensor] = []  # each step's local-blending region; the last is reported
 
             def blend_locally(index: int, x: torch.Tensor) -> torch.Tensor:
-                blend_masks.append(controller.blend_mask(latent_size, float(options["local_blend"])).to(x.device))
+                blend_masks.append(controller.blend_mask(latent_size, config.local_blend).to(x.device))
                 return _keep_source(x, blend_masks[-1])
 
             with injected(pipe.unet, controller):
@@ -264,7 +270,7 @@ def edit(
     result = EditResult(
         edited=decoded[count:].cpu(), reconstruction=decoded[:count].cpu(), edited_latent=latents[count:].cpu(),
         reconstruction_latent=latents[:count].cpu(), mask=latent_mask.cpu(), image_mask=image_mask,
-        inversion=inversion, mode=mode, mask_source=mask_source, options=options, nfe=nfe,
+        inversion=inversion, mode=mode, mask_source=mask_source, options=config.as_dict(), nfe=nfe,
         seconds=cost.seconds + (inversion.seconds if reused else 0.0),
         peak_memory_bytes=max(cost.peak_memory_bytes, inversion.peak_memory_bytes), injected_maps=injected_maps,
     )

@@ -25,9 +25,8 @@ import torch
 from scipy.ndimage import binary_dilation
 from tqdm.auto import tqdm
 
-from diffinv.applications.editing import MODES
+from diffinv.applications.editing import EDIT_MODES, MODES, edit_scores
 from diffinv.applications.editing import edit as run_edit
-from diffinv.applications.editing import edit_scores, resolve_mode_options
 from diffinv.bench.images import skimage_images
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table
@@ -35,7 +34,6 @@ from diffinv.inversion import InversionResult
 from diffinv.pipeline import default_image_side, generate, seeded_noise
 from diffinv.train.scenes import COLORS, SHAPES, caption, read_scene, shape_region
 from diffinv.utils.images import tensor_to_pil
-from diffinv.utils.specs import parse_spec
 
 TRUE_NOISE = "true-noise"
 DEFAULT_METHODS = (TRUE_NOISE, "naive", "exact-aa", "easyinv", "renoise", "fixed-point")
@@ -103,17 +101,15 @@ def _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, mask, 
     include it); a given `inversion` (the true noise) is used as it is."""
     method, options = ("naive", {}) if label == TRUE_NOISE else resolve_method(label, tol)
     for spec in modes:
-        mode, mode_options = parse_spec(spec)
-        result = run_edit(pipe, inputs, sources, targets, method=method, decoder=decoder, mode=mode, mask=mask,
-                          method_options=options, mode_options=mode_options, inversion=inversion, **settings)
+        result = run_edit(pipe, inputs, sources, targets, method=method, decoder=decoder, mode=EDIT_MODES.resolve(spec),
+                          mask=mask, method_options=options, inversion=inversion, **settings)
         inversion = result.inversion
         yield spec, result
 
 
 def check_mode_spec(spec: str) -> str:
     """`spec` ("mode" or "mode:key=value,...") if its mode and options are valid, else a ValueError."""
-    mode, options = parse_spec(spec)
-    resolve_mode_options(mode, options)
+    EDIT_MODES.resolve(spec)
     return spec
 
 

@@ -47,7 +47,7 @@ def edit(
     """Edit an image: write edited.png, reconstruction.png, mask.png, comparison.png and report.json."""
     with user_errors():
         from diffinv.applications.editing import edit as run_edit
-        from diffinv.applications.editing import resolve_mode_options
+        from diffinv.applications.editing import EDIT_MODES
         from diffinv.models.loading import load
         from diffinv.utils.images import load_mask, tensor_to_pil
         from diffinv.utils.outputs import check_writable, staged_folder, write_json
@@ -58,14 +58,14 @@ def edit(
             raise ValueError("the target prompt is empty: say what the edited image should show")
         options = {name: parse_options(items, f" of --{name.replace('_', '-')}") for name, items in
                    (("method_option", method_option), ("decoder_option", decoder_option), ("mode_option", mode_option))}
-        resolve_mode_options(mode, options["mode_option"])  # refuse bad modes and options before loading
+        mode_config = EDIT_MODES.resolve(mode, options["mode_option"])  # bad modes and options refused before loading
         user_mask = load_mask(mask) if mask is not None else None
         pipe = load(model, dtype=dtype)
         images = read_images(pipe, [image], resize)
-        result = run_edit(pipe, images, source_prompt, target_prompt, method=method, decoder=decoder, mode=mode,
+        result = run_edit(pipe, images, source_prompt, target_prompt, method=method, decoder=decoder, mode=mode_config,
                           mask=user_mask, scheduler=scheduler, steps=steps, guidance=guidance,
                           method_options=options["method_option"], decoder_options=options["decoder_option"],
-                          mode_options=options["mode_option"], progress=True)
+                          progress=True)
         report = {"model": model, "dtype": dtype, "image": str(image), "source_prompt": source_prompt,
                   "target_prompt": target_prompt, **result.report}
         mask_image = result.image_mask[0, 0].numpy()
