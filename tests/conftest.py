@@ -20,3 +20,12 @@ def pipe():
 def model_dir(tmp_path_factory):
     """The same tiny pipeline saved as a diffusers folder."""
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "pipeline")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def measured_memory():
+    """The tests check the reports' peak memory, so they measure it, as the CLI and the benchmarks do."""
+    from diffinv.utils.measure import tracking_memory
+
+    with tracking_memory():
+        yield

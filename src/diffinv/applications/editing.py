@@ -38,7 +38,7 @@ from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import make_schedule
 from diffinv.utils.config import Config, Registry, bounded
 from diffinv.utils.images import tensor_to_pil
-from diffinv.utils.measure import measure
+from diffinv.utils.measure import largest, measure
 from diffinv.utils.metrics import psnr, ssim
 
 
@@ -89,7 +89,7 @@ class EditResult:
     options: dict[str, Any]
     nfe: int
     seconds: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int | None
     injected_maps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -272,7 +272,7 @@ def edit(
         reconstruction_latent=latents[:count].cpu(), mask=latent_mask.cpu(), image_mask=image_mask,
         inversion=inversion, mode=mode, mask_source=mask_source, options=config.as_dict(), nfe=nfe,
         seconds=cost.seconds + (inversion.seconds if reused else 0.0),
-        peak_memory_bytes=max(cost.peak_memory_bytes, inversion.peak_memory_bytes), injected_maps=injected_maps,
+        peak_memory_bytes=largest(cost.peak_memory_bytes, inversion.peak_memory_bytes), injected_maps=injected_maps,
     )
     result.metrics = edit_scores(result, images.float().cpu(), background=1 - image_mask if mask_source == "given" else None)
     return result

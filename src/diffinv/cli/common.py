@@ -65,17 +65,23 @@ JsonOutput = Annotated[Optional[Path], typer.Option("--json", help='write {"rows
 #: Bounds for every --seed option: the seeds torch's generator takes.
 SEED_BOUNDS = {"min": SEED_RANGE[0], "max": SEED_RANGE[1]}
 
-SCHEDULER_HELP = "ddim, euler, dpm++1, dpm++2m, dpm++3m or flow-euler (default: the model's own: flow-euler on SD3 and Flux, else ddim)"
+from diffinv.sampler.registry import scheduler_help  # noqa: E402  (the registered names; imports neither torch nor diffusers)
+
+SCHEDULER_HELP = scheduler_help()
 DTYPE_HELP = "float32 or float16: the dtype the model's weights run in (latents stay float32)"
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into a one-line message and exit status 2."""
+    """Every command's body runs in this: the errors a user can cause become a one-line message and exit
+    status 2; and peak memory is measured (the command owns its process, see `diffinv.utils.measure`)."""
     from diffinv.decoder import DecoderInversionDiverged
     from diffinv.inversion import InversionDiverged
     from diffinv.models.loading import ModelNotFoundError
     from diffinv.utils.images import ImageError
+    from diffinv.utils.measure import track_memory
+
+    track_memory()
 
     try:
         yield

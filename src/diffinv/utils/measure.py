@@ -1,5 +1,11 @@
 """Measured cost of a piece of work: wall seconds and peak memory in bytes.
 
+Seconds are always measured. Peak memory only while the process asks for it (`tracking_memory()`, or
+`track_memory()` for a process the caller owns: the `diffinv` command and the benchmarks do), because
+measuring it touches the whole process: it resets the process's peak counters (Linux `VmHWM`, CUDA's peak
+statistics), collects garbage and hands freed heap back to the OS before each outermost measured block.
+Otherwise `peak_memory_bytes` is None and the caller's process is left as it was.
+
 Peak memory is measured, not estimated: on CUDA the allocator's peak; on the CPU the process's peak
 resident set (Linux `VmHWM`, reset through `/proc/self/clear_refs` at the start) minus the resident
 set at the start, so the number is what the measured work added. Freed heap is returned to the OS
@@ -60,21 +66,52 @@ def _reset_cpu_peak() -> bool:
 
 @dataclass
 class Cost:
-    """What a measured block cost; filled in when the block exits."""
+    """What a measured block cost; filled in when the block exits (peak memory None when not tracked)."""
 
     seconds: float = 0.0
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int | None = None
 
 
 _depth = 0  # how many measured blocks are open
+_tracking = 0  # > 0: peak memory is measured
+
+
+def track_memory(enabled: bool = True) -> None:
+    """Measure peak memory from now on in this process (see the module docstring for what that touches)."""
+    global _tracking
+    _tracking = max(0, _tracking + (1 if enabled else -1))
+
+
+@contextmanager
+def tracking_memory() -> Iterator[None]:
+    """Measure peak memory inside the block (see the module docstring for what that touches)."""
+    track_memory(True)
+    try:
+        yield
+    finally:
+        track_memory(False)
+
+
+def largest(*peaks: int | None) -> int | None:
+    """The largest of the measured peaks (None when none was measured)."""
+    known = [peak for peak in peaks if peak is not None]
+    return max(known) if known else None
 
 
 @contextmanager
 def measure(device: torch.device | str = "cpu") -> Iterator[Cost]:
-    """Time the block and record its peak memory (CUDA allocator peak, else peak RSS growth)."""
+    """Time the block and, while memory is tracked, record its peak memory (CUDA allocator peak, else peak
+    RSS growth)."""
     global _depth
     device = torch.device(device)
     cost = Cost()
+    if not _tracking:
+        start = time.perf_counter()
+        try:
+            yield cost
+        finally:
+            cost.seconds = time.perf_counter() - start
+        return
     if _depth == 0:
         release_memory()
     cuda = device.type == "cuda" and torch.cuda.is_available()
