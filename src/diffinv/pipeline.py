@@ -18,7 +18,7 @@ from diffinv.models.denoiser import Denoiser, default_latent_side, is_flux, late
 from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import Schedule, check_scheduler_name, make_schedule, resolve_scheduler
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
-from diffinv.utils.measure import measure
+from diffinv.utils.measure import largest, measure
 from diffinv.utils.metrics import nmse, psnr, ssim
 from diffinv.utils.specs import SEED_RANGE
 
@@ -35,7 +35,7 @@ class Generation:
     guidance: float
     nfe: int
     seconds: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int | None
     prompt: list[str] = field(default_factory=list)
     seed: int | None = None
 
@@ -223,7 +223,7 @@ def invert(
     result.seconds = total.seconds
     # The stages measure themselves (each resets the peak), so the total is the largest stage peak.
     stage_peaks = [result.peak_memory_bytes] + ([decoded.peak_memory_bytes] if decoded is not None else [])
-    result.peak_memory_bytes = max(total.peak_memory_bytes, *stage_peaks)
+    result.peak_memory_bytes = largest(total.peak_memory_bytes, *stage_peaks)
     if decoded is not None:
         result.decoder = decoder
         result.decoder_seconds = decoded.seconds
