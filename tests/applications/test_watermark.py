@@ -15,11 +15,13 @@ from diffinv.applications.watermark import (
     WatermarkKey,
     classify,
     correlation,
+    default_radius,
     distance,
     embed,
     generate_watermarked,
     make_key,
     p_value,
+    paper_radius,
     watermark_score,
 )
 from diffinv.cli import app
@@ -33,7 +35,8 @@ def test_key_round_trip_and_exact_embedding(tmp_path):
     key.save(tmp_path / "key.safetensors")
     loaded = WatermarkKey.load(tmp_path / "key.safetensors")
     assert torch.equal(loaded.pattern, key.pattern) and torch.equal(loaded.mask, key.mask)
-    assert (loaded.channel, loaded.radius, loaded.kind) == (3, 3, "ring")
+    assert (loaded.channel, loaded.radius, loaded.kind) == (3, 4, "ring")  # a quarter of the side by default
+    assert paper_radius(16) == 3 and paper_radius(64) == 10 and default_radius(64) == 16
     noise = torch.randn(8, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     marked = embed(noise, key)
     assert distance(marked, key).max() < 1e-4
@@ -59,7 +62,8 @@ def test_correlation_score_is_a_scale_free_matched_filter():
     # shrinking the recovered noise (as an imperfect inversion does) moves the distance, not the correlation
     assert torch.allclose(correlation(0.5 * marked, key), correlation(marked, key), atol=1e-6)
     assert (distance(0.5 * marked, key) > distance(marked, key) + 1).all()
-    assert torch.equal(watermark_score(marked, key), -distance(marked, key))
+    assert torch.equal(watermark_score(marked, key, "distance"), -distance(marked, key))
+    assert torch.equal(watermark_score(marked, key), correlation(marked, key))  # the default: it detects best
     keys = [make_key((4, 16, 16), seed=seed) for seed in range(3)]
     three = torch.cat([embed(noise[i : i + 1], keys[i]) for i in range(3)])
     assert classify(0.3 * three + 0.05 * torch.randn_like(three), keys, score="correlation").tolist() == [0, 1, 2]
@@ -171,11 +175,11 @@ def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
     assert [row["pipeline"] for row in json.loads(out.read_text())["rows"]] == ["encoder+naive", "encoder+exact:anderson=2,tol=1e-5"]
     out = tmp_path / "correlation.json"
     result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "2", "--steps", "3", "--attacks", "clean",
-                                 "--pipelines", "encoder+naive", "--score", "correlation", "--radius", "3", "--json", str(out)])
+                                 "--pipelines", "encoder+naive", "--score", "distance", "--radius", "3", "--json", str(out)])
     assert result.exit_code == 0, result.output
     row = json.loads(out.read_text())["rows"][0]
-    assert (row["score"], row["radius"], row["default_radius"]) == ("correlation", 3, 2) and 0 <= row["auc"] <= 1
-    assert "(n=2 per class, score correlation, key radius 3)" in result.output
+    assert (row["score"], row["radius"], row["default_radius"]) == ("distance", 3, 2) and 0 <= row["auc"] <= 1
+    assert "(n=2 per class, score distance, key radius 3)" in result.output  # the title names what is not the default
     for bad, message in ((["--score", "l2"], "unknown watermark score"), (["--radius", "0"], "--radius must be at least 1"),
                          (["--radius", "9"], "radius 9 must be between")):
         result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "2", "--steps", "3",

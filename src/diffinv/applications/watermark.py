@@ -4,12 +4,13 @@ The key is a pattern on a centred disc of one latent channel's (shifted) 2-D FFT
 those Fourier coefficients of the noise with the key's; detection inverts an image back to its noise
 (any diffinv inversion pipeline) and measures how close the same coefficients are to the key:
 
-- `distance`: mean |y - k| over the disc (the Tree-Ring paper's score; small = watermarked);
-- `correlation`: Re<y, k> / (|y| |k|), the matched filter for a known key (large = watermarked). It
+- `correlation` (the default): Re<y, k> / (|y| |k|), the matched filter for a known key (large =
+  watermarked). It
   ignores how much energy the recovered coefficients carry, which varies from image to image (the
   disc holds the lowest frequencies, where the image's content sits) and which `distance` counts as
   distance from the key; so after an imperfect inversion it separates watermarked from clean images
   better (measurements: README, "Tree-Ring watermarks");
+- `distance`: mean |y - k| over the disc (the Tree-Ring paper's score; small = watermarked);
 - `p_value`: the paper's statistical test. Under "no watermark" the real and imaginary parts of the
   recovered coefficients are N(0, s^2) with s^2 estimated from them, so sum((y - k)^2) / s^2 follows a
   non-central chi-squared law with 2|M| degrees of freedom and non-centrality sum(k^2) / s^2; a small
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 
 PATTERNS = ("ring", "rand", "zeros")
 
-#: Detection scores: "distance" (Tree-Ring's, the default) and "correlation" (the matched filter).
+#: Detection scores: "correlation" (the matched filter, the default: it detects best) and "distance" (the paper's).
 SCORES = ("distance", "correlation")
+DEFAULT_SCORE = "correlation"
 
 
 @dataclass
@@ -115,7 +117,13 @@ def disc_mask(height: int, width: int, radius: int) -> torch.Tensor:
 
 
 def default_radius(height: int) -> int:
-    """The Tree-Ring default, radius 10 on 64x64 latents, scaled to the latent size (at least 2)."""
+    """The default key radius: a quarter of the latent's side (4 on 16x16, 16 on 64x64; at least 2), the
+    radius that detects best on the bundled model (README, "Tree-Ring watermarks")."""
+    return max(2, int(height / 4 + 0.5))
+
+
+def paper_radius(height: int) -> int:
+    """The Tree-Ring paper's radius, 10 on 64x64 latents, scaled to the latent size (at least 2)."""
     return max(2, int(height * 10 / 64 + 0.5))
 
 
@@ -195,7 +203,7 @@ def check_score(score: str) -> str:
     return score
 
 
-def watermark_score(noise: torch.Tensor, key: WatermarkKey, score: str = "distance") -> torch.Tensor:
+def watermark_score(noise: torch.Tensor, key: WatermarkKey, score: str = DEFAULT_SCORE) -> torch.Tensor:
     """Per-image detection score, higher = watermarked: minus `distance`, or `correlation`."""
     if check_score(score) == "correlation":
         return correlation(noise, key)
@@ -213,7 +221,7 @@ def p_value(noise: torch.Tensor, key: WatermarkKey) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def classify(noise: torch.Tensor, keys: list[WatermarkKey], score: str = "distance") -> torch.Tensor:
+def classify(noise: torch.Tensor, keys: list[WatermarkKey], score: str = DEFAULT_SCORE) -> torch.Tensor:
     """Index of the best-scoring key (nearest by `distance`, or most correlated) for each recovered noise:
     multi-key attribution."""
     return torch.stack([watermark_score(noise, key, score) for key in keys], dim=1).argmax(dim=1)
@@ -285,7 +293,7 @@ def key_label(label) -> int:
 
 
 def score_dataset(records: list[dict], out, keys: list[WatermarkKey], threshold: float = 0.01,
-                  score: str = "distance") -> tuple[list[dict], dict]:
+                  score: str = DEFAULT_SCORE) -> tuple[list[dict], dict]:
     """Tree-Ring scores of every inverted image of a dataset run (its saved noise), and, with labels, the
     paper's numbers: AUC and TPR at 1% FPR of the first key's images against the clean ones (by `score`
     against the first key: "distance", Tree-Ring's, or "correlation"), and with several keys the attribution

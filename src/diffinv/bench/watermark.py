@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from diffinv.applications.attacks import apply_attack, check_attack
 from diffinv.applications.watermark import (
+    DEFAULT_SCORE,
     WatermarkKey,
     check_score,
     classify,
@@ -95,14 +96,15 @@ def run_watermark_benchmark(
     inversion_guidance: float = 1.0,
     known_prompt: bool = False,
     seed: int = 0,
-    score: str = "distance",
+    score: str = DEFAULT_SCORE,
     radius: int | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of detection and attribution results, one per (attack, pipeline).
 
     Inversion uses the empty prompt at `inversion_guidance` (Tree-Ring's setting), or with
     `known_prompt` each image's own prompt at the generation guidance (the exact-inversion setting).
-    `score` is "distance" (Tree-Ring's) or "correlation"; `radius` that of the keys (None: scaled default).
+    `score` is "correlation" (the default) or "distance" (Tree-Ring's); `radius` that of the keys (None: the
+    default, a quarter of the latent's side; the paper's is `paper_radius`).
     """
     check_score(score)
     parsed = [parse_pipeline(spec) for spec in pipelines]
@@ -144,10 +146,10 @@ def run_watermark_benchmark(
 
 def format_watermark_tables(rows: list[dict[str, Any]]) -> str:
     """The rows as one text table (peak memory in MB); the title names the score and the keys' radius where
-    they are not the defaults (Tree-Ring's distance, its radius scaled to the latent)."""
+    they are not the defaults (the correlation score, a radius of a quarter of the latent's side)."""
     shown = [{**row, "peak_memory_mb": row["peak_memory_bytes"] / 2**20} for row in rows]
     settings = f"n={rows[0]['n'] if rows else 0} per class"
-    if rows and rows[0].get("score", "distance") != "distance":
+    if rows and rows[0].get("score", DEFAULT_SCORE) != DEFAULT_SCORE:
         settings += f", score {rows[0]['score']}"
     if rows and rows[0].get("radius", 0) != rows[0].get("default_radius", 0):
         settings += f", key radius {rows[0]['radius']}"

@@ -45,8 +45,8 @@ def bench_watermark(
     inversion_guidance: float = typer.Option(1.0, help="guidance when inverting (Tree-Ring: 1, empty prompt)"),
     known_prompt: bool = typer.Option(False, help="invert with each image's prompt and the generation guidance"),
     seed: int = typer.Option(0, help="seed of noises and keys", **SEED_BOUNDS),
-    score: str = typer.Option("distance", help="detection score: distance (Tree-Ring's) or correlation (matched filter)"),
-    radius: Optional[int] = typer.Option(None, help="keys' radius in the latent's Fourier plane (default: 10 at 64x64, scaled)"),
+    score: str = typer.Option("correlation", help="detection score: correlation (matched filter, detects best) or distance (Tree-Ring's)"),
+    radius: Optional[int] = typer.Option(None, help="keys' radius in the latent's Fourier plane (default: a quarter of the latent's side, 4 at 16x16; the paper's: 10 at 64x64)"),
     json_path: JsonOutput = None,
 ) -> None:
     """Tree-Ring detection (AUC, TPR@1%FPR) and 3-key attribution per inversion pipeline, clean and attacked."""
