@@ -10,7 +10,7 @@ from diffinv.inversion import InversionDiverged, check_method_name, invert_laten
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import invert
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import DIFFUSION_SCHEDULERS, make_schedule
+from diffinv.sampler.schedule import make_schedule
 from diffinv.utils.metrics import nmse
 
 
@@ -35,7 +35,7 @@ def test_ddim_inversion_matches_diffusers_inverse_scheduler(pipe, guidance):
     assert (result.noise - x).abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize("name", DIFFUSION_SCHEDULERS)
+@pytest.mark.parametrize("name", ["ddim", "euler", "dpm++1", "dpm++2m", "dpm++3m"])  # one network call per step
 @pytest.mark.parametrize("guidance", [1.0, 7.5])
 def test_naive_round_trip_is_close_but_not_exact(pipe, name, guidance):
     noise, latent, denoiser, schedule = round_trip(pipe, name, 20, guidance)

@@ -9,9 +9,11 @@ from diffinv.models.denoiser import Denoiser
 from diffinv.models.testing import tiny_pipeline
 from diffinv.pipeline import generate, seeded_noise
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import DIFFUSION_SCHEDULERS, diffusers_scheduler, make_schedule, reverse
+from diffinv.sampler.schedule import diffusers_scheduler, make_schedule, reverse
 
 PROMPTS = ["a red circle on a blue background", "a green square"]
+#: The diffusion samplers that call the network once per step (the others have their own tests).
+SINGLE_CALL = ("ddim", "euler", "dpm++1", "dpm++2m", "dpm++3m")
 
 
 def diffusers_latent(pipe, name, noise, steps, guidance):
@@ -32,7 +34,7 @@ def diffinv_latent(pipe, name, noise, steps, guidance):
 
 
 @pytest.mark.parametrize("guidance", [1.0, 7.5])
-@pytest.mark.parametrize("name", DIFFUSION_SCHEDULERS)
+@pytest.mark.parametrize("name", SINGLE_CALL)
 @pytest.mark.parametrize("steps", [7, 20])
 def test_parity_with_diffusers(pipe, name, steps, guidance):
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(steps))
@@ -82,7 +84,7 @@ def test_reverse_mirrors_the_schedule(pipe):
     assert inverse[-2].history == (schedule.steps[2].end,)  # the level the previous inverse step started from
 
 
-@pytest.mark.parametrize("bad", [{"name": "heun"}, {"num_steps": 0}])
+@pytest.mark.parametrize("bad", [{"name": "heun3"}, {"num_steps": 0}])
 def test_bad_schedule_arguments(pipe, bad):
     arguments = {"name": "ddim", "config": pipe.scheduler.config, "num_steps": 10, **bad}
     with pytest.raises(ValueError):

@@ -42,9 +42,13 @@ def invert_latent(
     progress: bool = False,
     **options,
 ) -> InversionResult:
-    """Recover z_T from z_0 = `latent` for the sampler `schedule` with the named method and its options."""
+    """Recover z_T from z_0 = `latent` for the sampler `schedule` with the named method and its options; a
+    schedule chosen by default says where it came from in the result's notes."""
     solver = METHODS[check_method_name(method)](**options)
-    return run_inversion(denoiser, schedule, latent, solver, method, keep_trajectory=keep_trajectory, progress=progress)
+    result = run_inversion(denoiser, schedule, latent, solver, method, keep_trajectory=keep_trajectory, progress=progress)
+    if schedule.note:
+        result.notes.insert(0, schedule.note)
+    return result
 
 
 __all__ = ["METHODS", "InversionDiverged", "InversionResult", "check_method_name", "invert_latent"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -17,7 +18,7 @@ from diffinv.inversion.result import InversionResult
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point
 from diffinv.sampler.schedule import Schedule, Step, reverse
-from diffinv.sampler.solvers import usable_history
+from diffinv.sampler.solvers import usable_history, usable_records
 from diffinv.utils.measure import measure
 
 #: A latent whose RMS exceeds this is taken as blown up (z_T is unit Gaussian, z_0 is O(1)).
@@ -30,15 +31,18 @@ class InversionDiverged(RuntimeError):
 
 @dataclass
 class StepOutcome:
-    """What solving one inverse step gave: the noisier latent, the x0 to keep as history, the residual."""
+    """What solving one inverse step gave: the noisier latent, the x0 to keep as history, the residual, and
+    for a sampler with its own stepper the step's record (the history of the next inverse step)."""
 
     latent: torch.Tensor
     data_prediction: torch.Tensor
     residual: float | None = None
     converged: bool = True
+    record: Any = None
 
 
-#: (denoiser, latent at the step's start, the inverse step, usable (level, x0) history, index in inversion order) -> outcome.
+#: (denoiser, latent at the step's start, the inverse step, usable (level, x0) history -- the earlier inverse steps'
+#: records for a sampler with its own stepper --, index in inversion order) -> outcome.
 #: A solver that needs a pass over the whole run first (e.g. to estimate neighbouring steps' predictions)
 #: may also have a `prepare(denoiser, schedule, latent)` method; the driver calls it inside the measured
 #: block, so its network calls, time and memory count. One whose steps do not solve the sampler's own equations
@@ -91,6 +95,7 @@ def run_inversion(
     x = latent.float()
     trajectory = [x]
     data_predictions: list[torch.Tensor] = []  # most recent first
+    records: list = []  # the same, as records, for samplers with their own stepper
     residuals: list[float] = []
     converged = True
     with measure(latent.device) as cost:
@@ -98,12 +103,18 @@ def run_inversion(
         if prepare is not None:
             prepare(denoiser, schedule, x)
         for position, step in enumerate(tqdm(steps, desc=f"inverting ({method})", disable=not progress, leave=False)):
-            history = usable_history(step.start, list(zip(step.history, data_predictions)), step.order)
+            if step.stepper is not None:
+                history = usable_records(step.start, records)
+            else:
+                history = usable_history(step.start, list(zip(step.history, data_predictions)), step.order)
             outcome = solve_step(denoiser, x, step, history, position)
             check_finite(outcome.latent, step, position, len(steps))
             x = outcome.latent
             data_predictions.insert(0, outcome.data_prediction)
             del data_predictions[2:]
+            if outcome.record is not None:
+                records.insert(0, outcome.record)
+                del records[3:]
             if outcome.residual is not None:
                 residuals.append(outcome.residual)
             converged = converged and outcome.converged

@@ -28,9 +28,8 @@ import math
 import torch
 
 from diffinv.inversion.driver import StepOutcome
-from diffinv.inversion.naive import explicit_step
+from diffinv.inversion.naive import inverse_step
 from diffinv.models.denoiser import Denoiser
-from diffinv.models.prediction import Point
 from diffinv.sampler.schedule import Schedule, Step
 
 #: Preset name -> (eta, (window start, window end) as fractions of the steps), from the authors' code.
@@ -100,16 +99,17 @@ class EasyInv:
         return self.eta * latent + (1.0 - self.eta) * previous
 
     def __call__(
-        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
+        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list, position: int
     ) -> StepOutcome:
+        """One naive inverse step (any sampler's), its result or its start blended inside the window."""
         if self.total is None:
             raise RuntimeError("EasyInv.prepare() must run before the steps (run it through invert_latent)")
         if self.order == "paper":
-            latent, prediction = explicit_step(denoiser, x, step, history)
+            latent, prediction, record = inverse_step(denoiser, x, step, history)
             if position + 1 in self._blended:
                 latent = self.blend(latent, x)
-            return StepOutcome(latent=latent, data_prediction=prediction.data)
+            return StepOutcome(latent=latent, data_prediction=prediction.data, record=record)
         start = self.blend(x, self._previous) if position in self._blended else x
-        latent, prediction = explicit_step(denoiser, start, step, history, evaluate_at=x)
+        latent, prediction, record = inverse_step(denoiser, start, step, history, evaluate_at=x)
         self._previous = start
-        return StepOutcome(latent=latent, data_prediction=prediction.data)
+        return StepOutcome(latent=latent, data_prediction=prediction.data, record=record)

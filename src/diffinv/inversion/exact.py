@@ -21,6 +21,14 @@ sub-steps each), and the whole higher-order correction (the multistep terms eval
 estimates) is held fixed while the first-order (backward Euler) part is solved. First-order steps at
 the ends of the schedule are solved as first-order steps, as the sampler takes them.
 
+A sampler with its own stepper (PNDM, UniPC, Heun, DEIS) is solved the same way on its own step: Phi is
+the stepper's step from x_s with every network call it makes (Heun's second call, PNDM's first-step pair,
+UniPC's corrector). What the step reads of the earlier (noisier) steps is held fixed at estimates: a naive
+inversion gives every latent, the sampler is replayed over them (each step from its estimated latent, so
+the records chain as in sampling), and each step is solved against those records; a further sweep replays
+over the latents the last sweep solved, and the sweeps stop as for DPM-Solver++ (below). Steps that read
+nothing (Heun's) are solved in one pass.
+
 Beyond the paper (all off by default, so the defaults are the paper's): Anderson acceleration
 (`anderson=m`), a per-step tolerance relative to the latent's norm (`tol`; the paper stops on an
 absolute threshold, sum of squares < 1e-3 on SD's 4x64x64 latents, i.e. about 2.5e-4 relative), and
@@ -36,15 +44,15 @@ from typing import Any
 import torch
 
 from diffinv.inversion.driver import Regeneration, StepOutcome, run_inversion
-from diffinv.inversion.implicit import Iteration, StepSize, iterate, per_latent_norm
+from diffinv.inversion.implicit import Iteration, StepSize, iterate
 from diffinv.inversion.levenberg import dense, levenberg_marquardt, matrix_free
-from diffinv.inversion.naive import explicit_step
+from diffinv.inversion.naive import explicit_step, inverse_step, naive_step
 from diffinv.inversion.step_problem import StepProblem, point_at
+from diffinv.inversion.sweeps import combine_sweeps, regeneration_errors, replay
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point
-from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import Schedule, Step
-from diffinv.sampler.solvers import update
+from diffinv.sampler.solvers import Record, update
 from diffinv.utils.specs import check_option_types
 
 #: Relative per-step tolerance that matches the paper's absolute threshold on SD latents (see module doc).
@@ -113,35 +121,6 @@ def resolve_options(method: str, defaults: dict[str, Any], options: dict[str, An
     return resolved
 
 
-def regeneration_errors(denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per latent, ||S(noise) - z_0|| / ||z_0||: how well `noise` regenerates z_0 = `latent` through the sampler S
-    (one sampling pass)."""
-    return per_latent_norm(sample(denoiser, schedule, noise).final - latent) / per_latent_norm(latent).clamp_min(1e-12)
-
-
-def combine_sweeps(sweeps: list[list[StepOutcome]], choice: torch.Tensor) -> list[StepOutcome]:
-    """Per inverse step, each latent's outcome from its chosen sweep (`choice[b]` indexes `sweeps`).
-
-    Residuals are kept per batch, so a combined step reports the largest residual of the sweeps it took
-    latents from (an upper bound) and is converged only if each of them was."""
-    combined = []
-    for position in range(len(sweeps[0])):
-        used = sorted({int(c) for c in choice})
-        rows = [choice == index for index in range(len(sweeps))]
-        latent, data = sweeps[used[0]][position].latent.clone(), sweeps[used[0]][position].data_prediction.clone()
-        for index in used[1:]:
-            mask = rows[index].to(latent.device).view(-1, *[1] * (latent.ndim - 1))
-            latent = torch.where(mask, sweeps[index][position].latent, latent)
-            data = torch.where(mask, sweeps[index][position].data_prediction, data)
-        residuals = [sweeps[index][position].residual for index in used]
-        combined.append(StepOutcome(
-            latent=latent, data_prediction=data,
-            residual=None if any(r is None for r in residuals) else max(residuals),
-            converged=all(sweeps[index][position].converged for index in used),
-        ))
-    return combined
-
-
 class ImplicitInversion:
     """`StepSolver` that solves each inverse step's implicit equation (see the module docstring).
 
@@ -187,11 +166,19 @@ class ImplicitInversion:
         self.outcomes: list[StepOutcome] = []
         #: per sweep, each latent's relative error of regenerating z_0 from that sweep's noise.
         self.regeneration: list[torch.Tensor] = []
-        if self.sweeps <= 1 or all(step.order == 1 for step in schedule.steps):
+        self.records: dict[int, Record] = {}
+        self.estimates: list[torch.Tensor] | None = None
+        stepper_memory = any(step.stepper is not None and step.history for step in schedule.steps)
+        if not stepper_memory and (self.sweeps <= 1 or all(not step.history for step in schedule.steps)):
             return
+        if stepper_memory:  # first estimates of every latent, z_0 first: a naive inversion
+            path = run_inversion(denoiser, schedule, latent, naive_step, "naive (estimates)", keep_trajectory=True).trajectory
+            self.estimates = list(reversed(path))  # sampling order: x_T ... z_0
         sweeps: list[list[StepOutcome]] = []
         for sweep in range(1, self.sweeps + 1):
             self.sweep, self.solved, self.outcomes = sweep, {}, []
+            if self.estimates is not None:
+                self.records = replay(denoiser, schedule, self.estimates)
             noise = run_inversion(denoiser, schedule, latent, self.solve_step, f"exact (sweep {sweep})").noise
             error = regeneration_errors(denoiser, schedule, latent, noise)
             improved = bool((error < torch.stack(self.regeneration).amin(0)).any()) if self.regeneration else True
@@ -200,6 +187,8 @@ class ImplicitInversion:
             if not improved:
                 break
             self.previous = self.solved
+            if self.estimates is not None:
+                self.estimates = [self.solved[step.index][0] for step in schedule.steps] + [latent]
         self.sweep = None
         self.replay = combine_sweeps(sweeps, torch.stack(self.regeneration).argmin(0))
 
@@ -209,7 +198,7 @@ class ImplicitInversion:
         step meeting `tol` does not make the noise a preimage (on the bundled model, DPM-Solver++(2M)-10 at
         guidance 3, two such runs regenerated z_0 only to 2.2-2.4% and sat 2e-2 NMSE from the true noise; at
         guidance 1 runs within 1e-6 NMSE of it regenerate z_0 to 0.13-0.22%)."""
-        if self.regeneration_tol is None or all(step.order == 1 for step in schedule.steps):
+        if self.regeneration_tol is None or all(not step.history for step in schedule.steps):
             return None
         if self.regeneration:
             errors = torch.stack(self.regeneration).amin(0)  # the replayed sweep is each latent's best
@@ -233,6 +222,8 @@ class ImplicitInversion:
             raise RuntimeError("call prepare(denoiser, schedule, latent) first (run_inversion does)")
         nfe_before = denoiser.nfe
         forward = self.schedule.steps[step.index]
+        if forward.stepper is not None:
+            return self.solve_stepper_step(denoiser, x, step, history, position, forward)
         if self.previous is None:
             start, warm = explicit_step(denoiser, x, step, history)
             correction = self.correction(denoiser, x, forward) if forward.order > 1 else None
@@ -253,6 +244,30 @@ class ImplicitInversion:
             latent=result.latent, data_prediction=result.extra if kept is None else kept, residual=result.residual,
             converged=result.converged,
         )
+        self.outcomes.append(outcome)
+        return outcome
+
+    def solve_stepper_step(
+        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list, position: int, forward: Step
+    ) -> StepOutcome:
+        """Solve one step of a sampler with its own stepper, its reads of earlier steps held at the replayed
+        records; warm start: the naive inverse step from x (a later sweep: the previous sweep's latent)."""
+        nfe_before = denoiser.nfe
+        memory = tuple(self.records[forward.index - back] for back in range(1, len(forward.history) + 1))
+        if self.previous is None:
+            start, _, _ = inverse_step(denoiser, x, step, history)
+        else:
+            start = self.previous[forward.index][0]
+        result = self.solve(StepProblem(denoiser, forward, x, memory=memory), start)
+        record: Record = result.extra
+        self.solved[forward.index] = (result.latent, record.data)
+        self.log.append({
+            "sweep": getattr(self, "sweep", None) or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
+            "evaluations": result.evaluations, "nfe": denoiser.nfe - nfe_before, "residual": result.residual,
+            "stop": result.stop, "converged": result.converged,
+        })
+        outcome = StepOutcome(latent=result.latent, data_prediction=record.data, residual=result.residual,
+                              converged=result.converged, record=record)
         self.outcomes.append(outcome)
         return outcome
 

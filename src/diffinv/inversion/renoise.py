@@ -1,7 +1,8 @@
 """ReNoise (Garibi, Patashnik, Voynov, Averbuch-Elor, Cohen-Or, ECCV 2024): renoising iterations per step.
 
 Each inverse step looks for the noisier latent z with z = f(z), where f(z) is the explicit inverse
-step from the known latent x with the network evaluated at z (`naive.explicit_step(..., evaluate_at=z)`).
+step from the known latent x with the network evaluated at z (`naive.inverse_step(..., evaluate_at=z)`; for a sampler that calls the network more than once per step,
+the first call is at z, the later ones where the step puts them).
 ReNoise starts from the naive estimate z^(1) = f(x) and renoises K times, z^(k+1) = f(z^(k)): K + 1
 network calls and K + 1 estimates per step. The step's result is the mean of some of the estimates
 (the update is affine in the network output, so this is the paper's "average of the noise
@@ -36,9 +37,9 @@ import torch.nn.functional as F
 
 from diffinv.inversion.driver import StepOutcome
 from diffinv.inversion.implicit import fixed_point
-from diffinv.inversion.naive import explicit_step
+from diffinv.inversion.naive import inverse_step
 from diffinv.models.denoiser import Denoiser
-from diffinv.models.prediction import Point, predict
+from diffinv.models.prediction import predict
 from diffinv.sampler.schedule import Schedule, Step
 from diffinv.sampler.solvers import update
 
@@ -116,17 +117,22 @@ class ReNoise:
         return self.renoise_steps, self.average
 
     def __call__(
-        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
+        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list, position: int
     ) -> StepOutcome:
+        """K renoising iterations of one inverse step (any sampler's), then the mean of the chosen estimates."""
+        if self.regularization is not None and step.stepper is not None:
+            raise ValueError("ReNoise's noise regularization needs a single-call sampler (ddim, euler, dpm++, flow-euler)")
         iterations, chosen = self.plan(step.timestep)
         picked = range(iterations + 1)[chosen] or range(iterations, iterations + 1)
         regularization = self.regularization
         reference = regularization.reference(denoiser, step) if regularization is not None else None
         latents: list[torch.Tensor] = []
         data: list[torch.Tensor] = []
+        records: list = []
 
         def renoise(estimate: torch.Tensor) -> torch.Tensor:
-            latent, prediction = explicit_step(denoiser, x, step, history, evaluate_at=estimate)
+            latent, prediction, record = inverse_step(denoiser, x, step, history, evaluate_at=estimate)
+            records.append(record)
             if regularization is not None and len(latents) >= picked[0]:
                 noise = regularization(prediction.noise, reference)
                 prediction = predict(noise, x, step.start, "epsilon")
@@ -142,6 +148,7 @@ class ReNoise:
         return StepOutcome(
             latent=mean([latents[i] for i in picked]),
             data_prediction=mean([data[i] for i in picked]),
+            record=records[picked[-1]],
             # ||f(z) - z|| / ||z|| at the last iterate z: how far the iteration is from its fixed point.
             residual=run.residuals[-1] if iterations else None,
         )

@@ -18,8 +18,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from diffinv.inversion.implicit import Evaluation, per_latent_norm
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point, Prediction, predict
+from diffinv.sampler.sampling import run_step
 from diffinv.sampler.schedule import Step
-from diffinv.sampler.solvers import update
+from diffinv.sampler.solvers import Record, update
 
 
 @contextmanager
@@ -40,40 +41,71 @@ def point_at(log_snr: float) -> Point:
     return Point(alpha=math.sqrt(1.0 / (1.0 + math.exp(-2.0 * log_snr))), sigma=math.sqrt(1.0 / (1.0 + math.exp(2.0 * log_snr))))
 
 
+class _ZeroNetwork:
+    """A network whose output is 0 everywhere: what is left of a step is its part linear in the latent."""
+
+    def __init__(self, prediction_type: str) -> None:
+        self.prediction_type = prediction_type
+
+    def output(self, x: torch.Tensor, timestep: int | float) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
 @dataclass
 class StepProblem:
-    """Phi(z) = x_t for one sampling step: the forward update with the network at z, plus a fixed correction."""
+    """Phi(z) = x_t for one sampling step: the forward update with the network at z, plus a fixed correction.
+
+    For a sampler with its own stepper, Phi is that stepper's step from z, with every network call the step
+    makes (Heun's second call, PNDM's first-step pair, UniPC's corrector), reading the fixed `memory` (the
+    earlier sampling steps' records); the iterate's extra is then the step's record."""
 
     denoiser: Denoiser
     forward: Step
     target: torch.Tensor
     correction: torch.Tensor | None = None
     history: tuple[tuple[Point, torch.Tensor], ...] = ()
+    memory: tuple[Record, ...] = ()
 
     def phi(self, z: torch.Tensor) -> tuple[torch.Tensor, Prediction]:
         """The sampling step applied to z: network at z, earlier data predictions from `history`, plus
         the fixed `correction` if any."""
+        image, extra = self.phi_extra(z)
+        return image, (extra.prediction if isinstance(extra, Record) else extra)
+
+    def phi_extra(self, z: torch.Tensor) -> tuple[torch.Tensor, Prediction | Record]:
+        """`phi`, with the step's record instead of the prediction for a sampler with its own stepper."""
+        if self.forward.stepper is not None:
+            return run_step(self.denoiser, z, self.forward, list(self.memory))
         prediction = self.denoiser.predict(z, self.forward.timestep, self.forward.start)
         image = update(prediction, self.forward.start, self.forward.end, self.history)
         return (image if self.correction is None else image + self.correction), prediction
+
+    def kept(self, extra: Prediction | Record, detach: bool = False) -> torch.Tensor | Record:
+        """What an evaluation keeps of the step: the data prediction, or the whole record of a stepper's step."""
+        if isinstance(extra, Record):
+            if not detach:
+                return extra
+            return Record(extra.point, extra.output.detach(), Prediction(extra.data.detach(), extra.prediction.noise.detach()),
+                          None if extra.latent is None else extra.latent.detach(), extra.order)
+        return extra.data.detach() if detach else extra.data
 
     def relative(self, difference: torch.Tensor) -> torch.Tensor:
         return per_latent_norm(difference) / per_latent_norm(self.target).clamp_min(1e-12)
 
     def forward_step(self, z: torch.Tensor) -> Evaluation:
         """Direction Phi(z) - x_t (forward step method and fixed-point iteration)."""
-        image, prediction = self.phi(z)
+        image, extra = self.phi_extra(z)
         difference = image - self.target
-        return Evaluation(direction=difference, residual=self.relative(difference), extra=prediction.data)
+        return Evaluation(direction=difference, residual=self.relative(difference), extra=self.kept(extra))
 
     def gradient(self, z: torch.Tensor) -> Evaluation:
         """Direction J_Phi(z)^T (Phi(z) - x_t), the gradient of ||Phi(z) - x_t||^2 / 2 (one backward pass)."""
         with torch.inference_mode(False), torch.enable_grad(), frozen(self.denoiser.network):
             variable = z.clone().requires_grad_(True)
-            image, prediction = self.phi(variable)
+            image, extra = self.phi_extra(variable)
             difference = (image - self.target).detach()
             (grad,) = torch.autograd.grad(image, variable, grad_outputs=difference)
-        return Evaluation(direction=grad.detach(), residual=self.relative(difference), extra=prediction.data.detach())
+        return Evaluation(direction=grad.detach(), residual=self.relative(difference), extra=self.kept(extra, detach=True))
 
     def residual(self, z: torch.Tensor) -> torch.Tensor:
         """Phi(z) - x_t."""
@@ -133,11 +165,19 @@ class StepProblem:
             return None if tensor is None else tensor.repeat(count, *([1] * (tensor.ndim - 1)))
 
         history = tuple((point, tile(data)) for point, data in self.history)
-        return StepProblem(denoiser, self.forward, tile(self.target), tile(self.correction), history)
+        memory = tuple(record.tiled(count) for record in self.memory)
+        return StepProblem(denoiser, self.forward, tile(self.target), tile(self.correction), history, memory)
 
     def linear_coefficient(self) -> float:
-        """The coefficient a of z in Phi(z) = a z + (terms in the network output), read off `update`."""
-        zero, one = torch.zeros(1), torch.ones(1)
+        """The coefficient a of z in Phi(z) = a z + (terms in the network output), read off `update` (or the
+        stepper's step with a network that outputs 0: the earlier steps' terms cancel in the difference)."""
         kind = self.denoiser.prediction_type
         start, end = self.forward.start, self.forward.end
+        if self.forward.stepper is not None:
+            zero = _ZeroNetwork(kind)
+            memory = list(self.memory)
+            ones, zeros = torch.ones_like(self.target), torch.zeros_like(self.target)
+            difference = run_step(zero, ones, self.forward, memory)[0] - run_step(zero, zeros, self.forward, memory)[0]
+            return float(difference.mean())
+        zero, one = torch.zeros(1), torch.ones(1)
         return float(update(predict(zero, one, start, kind), start, end) - update(predict(zero, zero, start, kind), start, end))

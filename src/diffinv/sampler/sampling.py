@@ -1,6 +1,7 @@
 """Sampling: z_T -> z_0 by the schedule's steps, reproducing the diffusers pipelines.
 
-`sample` is a loop over `diffinv.sampler.solvers.update`; with the matching diffusers scheduler it gives
+`sample` is a loop over the steps' steppers (`diffinv.sampler.solvers.SINGLE_CALL`, i.e. `update`, unless
+the sampler has its own); with the matching diffusers scheduler it gives
 `pipe(..., latents=noise, output_type="latent")` to float32 rounding.
 """
 
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point
 from diffinv.sampler.schedule import Schedule, Step
-from diffinv.sampler.solvers import update
+from diffinv.sampler.solvers import SINGLE_CALL, Record
 
 
 @dataclass
@@ -35,6 +36,11 @@ def step_history(step: Step, data_predictions: list[torch.Tensor]) -> list[tuple
     return [(point, data_predictions[-back]) for back, point in enumerate(step.history, start=1)]
 
 
+def run_step(denoiser, x: torch.Tensor, step: Step, memory: list[Record]) -> tuple[torch.Tensor, Record]:
+    """One sampling step through its sampler's stepper."""
+    return (step.stepper or SINGLE_CALL).step(denoiser, x, step, memory)
+
+
 @torch.inference_mode()
 def sample(
     denoiser: Denoiser,
@@ -47,16 +53,18 @@ def sample(
     """Run the sampler from `noise`; the returned trajectory always ends with z_0 (and holds every x0).
 
     `after_step(index, x)`, when given, sees each step's result and returns the latent the sampler goes
-    on from (DiffEdit's blending of two branches uses it); the step math itself is `solvers.update`.
+    on from (DiffEdit's blending of two branches uses it); the step math itself is the sampler's stepper.
     """
     x = noise.float() * schedule.init_noise_sigma
     trajectory = Trajectory(latents=[x])
+    memory: list[Record] = []  # most recent first
     for index, step in enumerate(tqdm(schedule.steps, desc=f"sampling ({schedule.name})", disable=not progress, leave=False)):
-        prediction = denoiser.predict(x, step.timestep, step.start)
-        x = update(prediction, step.start, step.end, step_history(step, trajectory.data_predictions))
+        x, record = run_step(denoiser, x, step, memory)
         if after_step is not None:
             x = after_step(index, x)
-        trajectory.data_predictions.append(prediction.data)
+        memory.insert(0, record)
+        del memory[4:]
+        trajectory.data_predictions.append(record.data)
         if keep_trajectory:
             trajectory.latents.append(x)
     if not keep_trajectory:

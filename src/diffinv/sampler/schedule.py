@@ -1,51 +1,38 @@
-"""Noise schedules of the supported samplers, read from a diffusers scheduler config.
+"""Noise schedules of the registered samplers, read from a diffusers scheduler config.
 
 A `Schedule` is the list of denoising steps a sampler takes: for each, the timestep the network sees,
-the (alpha, sigma) of the latent it starts from and of the latent it produces, and the solver order
-it uses. Timesteps and sigmas come from diffusers' own schedulers (`set_timesteps`), so every spacing
-diffusers offers ("leading" with steps_offset, "linspace", "trailing") matches by construction; the
-update math lives in `diffinv.sampler.solvers`.
+the (alpha, sigma) of the latent it starts from and of the latent it produces, the solver order, the
+levels of the earlier steps it reads, and how the step runs (`Step.stepper`; None is the shared
+single-call update `solvers.update`). Timesteps and sigmas come from diffusers' own schedulers
+(`set_timesteps`), so every spacing diffusers offers matches by construction.
 
-Names: ``ddim`` (DDIM, eta 0), ``euler`` (diffusers' `EulerDiscreteScheduler`, SDXL's default: DDIM
-in the sigma parametrisation, on the Euler scheduler's own timesteps and sigmas, Karras sigmas
-included) and ``dpm++1``, ``dpm++2m``, ``dpm++3m`` (DPM-Solver++ multistep of order 1, 2, 3,
-``algorithm_type="dpmsolver++"`` with the config's ``lower_order_final`` and ``final_sigmas_type``)
-on variance-preserving latents (a sigma-parametrised scheduler's x = z / alpha), and ``flow-euler``
-(diffusers' `FlowMatchEulerDiscreteScheduler`, SD3's and Flux's) on the straight path of flow matching,
-x = (1 - sigma) x0 + sigma eps: its Euler step x + (sigma_end - sigma_start) v is the DDIM update on those
-levels, so it shares the solver, and every inversion method, with the others. The flow scheduler's shifted
-sigmas come from diffusers (the config's `shift`, or dynamic shifting by the image's token count).
+The samplers themselves are one module each, registered by one line in `diffinv.sampler.registry`: `classic` (ddim, euler, dpm++1/2m/3m, flow-euler), `pndm`, `unipc`, `heun`
+(heun, flow-heun) and `deis`. Diffusion samplers run on variance-preserving latents (a sigma-parametrised
+scheduler's x = z / alpha); flow samplers on the straight path x = (1 - sigma) x0 + sigma eps. The flow
+scheduler's shifted sigmas come from diffusers (the config's `shift`, or dynamic shifting by the image's
+token count).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-)
 
 from diffinv.models.prediction import PREDICTION_TYPES, Point
-
-#: Scheduler name -> DPM-Solver++ order (None for the first-order DDIM, Euler and flow Euler).
-SCHEDULERS: dict[str, int | None] = {"ddim": None, "euler": None, "dpm++1": 1, "dpm++2m": 2, "dpm++3m": 3, "flow-euler": None}
-#: The samplers of flow-matching models (velocity prediction on x = (1 - sigma) x0 + sigma eps).
-FLOW_SCHEDULERS = ("flow-euler",)
-#: The samplers of diffusion (variance-preserving) models.
-DIFFUSION_SCHEDULERS = tuple(name for name in SCHEDULERS if name not in FLOW_SCHEDULERS)
+from diffinv.sampler.registry import ENTRIES, STOCHASTIC, Sampler, get_sampler, sampler_names, samplers, stochastic_reason
 
 
 @dataclass(frozen=True)
 class Step:
     """One sampling step: the network sees `timestep` at `start`; the step lands at `end`.
 
-    `order` is the solver order used; `history` are the noise levels of the earlier steps whose data
-    predictions the multistep update reuses, most recent first (len(history) == order - 1).
+    `order` is the solver order used; `history` are the noise levels of the earlier steps whose records the
+    step reads, most recent first (len(history) == order - 1 for the single-call update). `extra` holds
+    sampler-specific constants (a second evaluation's timestep, a corrector's order); `stepper` runs the step
+    (None: `solvers.update` with the network called once at `start`).
     """
 
     index: int
@@ -54,16 +41,22 @@ class Step:
     end: Point
     order: int
     history: tuple[Point, ...] = ()
+    extra: tuple = ()
+    stepper: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """The steps of one sampler at one number of steps, plus the config facts the math needs."""
+    """The steps of one sampler at one number of steps, plus the config facts the math needs.
+
+    `note` says where the sampler came from when it was not named (the model folder's own, or the
+    default instead of a scheduler diffinv does not have)."""
 
     name: str
     steps: tuple[Step, ...]
     prediction_type: str
     init_noise_sigma: float = 1.0
+    note: str | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -73,10 +66,31 @@ class Schedule:
         return [step.timestep for step in self.steps]
 
 
+def alphas_cumprod_point(alpha_cumprod: float) -> Point:
+    """The level of a DDPM-style alphas_cumprod value: (sqrt(a), sqrt(1 - a))."""
+    return Point(alpha=math.sqrt(alpha_cumprod), sigma=math.sqrt(1.0 - alpha_cumprod))
+
+
+def sigma_point(sigma: float) -> Point:
+    """The variance-preserving level of a sigma-parametrised one (x = z / alpha, sigma = sigma_vp / alpha)."""
+    alpha = 1.0 / math.sqrt(sigma**2 + 1.0)
+    return Point(alpha=alpha, sigma=float(sigma) * alpha)
+
+
+def network_timestep(value) -> int | float:
+    """A scheduler timestep as the network gets it: an int when it is whole, else the float."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
 def check_scheduler_name(name: str | None) -> str | None:
-    """Return `name` if it is a supported scheduler (None: the model's default), else raise a ValueError."""
-    if name is not None and name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    """Return `name` if it is a registered sampler (None: the model's default), else raise a one-line ValueError
+    (saying why for a stochastic sampler)."""
+    if name is not None and name not in ENTRIES:
+        reason = stochastic_reason(name)
+        if reason is not None:
+            raise ValueError(f"{reason}; choose one of {', '.join(ENTRIES)}")
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(ENTRIES)}")
     return name
 
 
@@ -98,17 +112,45 @@ def is_flow_config(config) -> bool:
     return "shift" in config and "beta_start" not in config
 
 
+def folder_scheduler(config) -> tuple[str | None, str | None]:
+    """(the registered sampler a model folder's scheduler config names, or None; the config's class name)."""
+    class_name = config.get("_class_name") if hasattr(config, "get") else None
+    if class_name is None:
+        return None, None
+    for sampler in samplers().values():
+        if sampler.scheduler_class.__name__ == class_name and sampler.matches(config):
+            return sampler.name, class_name
+    return None, class_name
+
+
 def default_scheduler(config) -> str:
-    """The sampler a model uses unless told otherwise: flow-euler on flow-matching models, else ddim."""
+    """The sampler a model uses unless told otherwise: the folder's own scheduler when diffinv has it, else
+    flow-euler on flow-matching models and ddim on the others."""
+    own, _ = folder_scheduler(config)
+    if own is not None and get_sampler(own).flow == is_flow_config(config):
+        return own
     return "flow-euler" if is_flow_config(config) else "ddim"
+
+
+def default_note(config) -> str | None:
+    """One line on the default sampler of a model whose folder names a scheduler (None if it names none)."""
+    own, class_name = folder_scheduler(config)
+    if class_name is None:
+        return None
+    chosen = default_scheduler(config)
+    if own == chosen:
+        return f"scheduler {chosen}: the model folder's own ({class_name})"
+    reason = stochastic_reason(class_name) if class_name in STOCHASTIC else None
+    why = reason if reason is not None else f"diffinv does not have {class_name} with this config"
+    return f"scheduler {chosen}: the model folder names {class_name}, but {why}"
 
 
 def resolve_scheduler(name: str | None, config) -> str:
     """`name` (or the model's default when None), refused with a one-line error if the model cannot use it."""
     name = check_scheduler_name(name) or default_scheduler(config)
-    flow_model, flow_sampler = is_flow_config(config), name in FLOW_SCHEDULERS
+    flow_model, flow_sampler = is_flow_config(config), get_sampler(name).flow
     if flow_model != flow_sampler:
-        usable = FLOW_SCHEDULERS if flow_model else DIFFUSION_SCHEDULERS
+        usable = sampler_names(flow=flow_model)
         kind = "a flow-matching" if flow_model else "a diffusion (noise-prediction)"
         raise ValueError(f"scheduler {name!r} does not fit {kind} model; choose one of {', '.join(usable)}")
     return name
@@ -116,81 +158,7 @@ def resolve_scheduler(name: str | None, config) -> str:
 
 def diffusers_scheduler(name: str, config):
     """The diffusers scheduler a user would swap in for `name`, built from a pipeline's scheduler config."""
-    order = SCHEDULERS[check_scheduler_name(name)]
-    if name == "flow-euler":
-        return FlowMatchEulerDiscreteScheduler.from_config(config)
-    if name == "euler":
-        return EulerDiscreteScheduler.from_config(config)
-    if order is None:
-        return DDIMScheduler.from_config(config)
-    return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=order)
-
-
-def _alphas_cumprod_point(alpha_cumprod: float) -> Point:
-    return Point(alpha=math.sqrt(alpha_cumprod), sigma=math.sqrt(1.0 - alpha_cumprod))
-
-
-def _ddim_steps(scheduler: DDIMScheduler, num_steps: int) -> list[Step]:
-    config = scheduler.config
-    if config.clip_sample or config.thresholding:
-        raise ValueError("DDIM with clip_sample or thresholding is not invertible; set both to False")
-    alphas_cumprod = scheduler.alphas_cumprod.double().numpy()
-    stride = config.num_train_timesteps // num_steps
-    steps = []
-    for index, timestep in enumerate(int(t) for t in scheduler.timesteps):
-        previous = timestep - stride
-        end = alphas_cumprod[previous] if previous >= 0 else float(scheduler.final_alpha_cumprod)
-        steps.append(Step(index, timestep, _alphas_cumprod_point(alphas_cumprod[timestep]), _alphas_cumprod_point(end), 1))
-    return steps
-
-
-def _sigma_point(sigma: float) -> Point:
-    """The variance-preserving level of a sigma-parametrised one (x = z / alpha, sigma = sigma_vp / alpha)."""
-    alpha = 1.0 / math.sqrt(sigma**2 + 1.0)
-    return Point(alpha=alpha, sigma=float(sigma) * alpha)
-
-
-def _network_timestep(value) -> int | float:
-    value = float(value)
-    return int(value) if value.is_integer() else value
-
-
-def _euler_steps(scheduler: EulerDiscreteScheduler) -> list[Step]:
-    config = scheduler.config
-    if getattr(config, "use_exponential_sigmas", False) or getattr(config, "use_beta_sigmas", False):
-        raise ValueError("Euler with exponential or beta sigmas is not supported; use the default or Karras sigmas")
-    points = [_sigma_point(sigma) for sigma in scheduler.sigmas.double().numpy()]
-    return [Step(index, _network_timestep(t), points[index], points[index + 1], 1) for index, t in enumerate(scheduler.timesteps)]
-
-
-def _dpm_order(index: int, num_steps: int, solver_order: int, config) -> int:
-    """The order diffusers' DPMSolverMultistepScheduler.step uses at step `index` (same rules)."""
-    lower_order_final = index == num_steps - 1 and (
-        config.euler_at_final or (config.lower_order_final and num_steps < 15) or config.final_sigmas_type == "zero"
-    )
-    lower_order_second = index == num_steps - 2 and config.lower_order_final and num_steps < 15
-    warm_up = min(index, solver_order)  # diffusers' lower_order_nums
-    if solver_order == 1 or warm_up < 1 or lower_order_final:
-        return 1
-    if solver_order == 2 or warm_up < 2 or lower_order_second:
-        return 2
-    return 3
-
-
-def _dpm_steps(scheduler: DPMSolverMultistepScheduler, num_steps: int) -> list[Step]:
-    config = scheduler.config
-    if config.thresholding or config.solver_type != "midpoint" or config.variance_type is not None:
-        raise ValueError("only DPM-Solver++ with solver_type='midpoint', no thresholding, no learned variance is supported")
-    if config.use_flow_sigmas:
-        raise ValueError("flow-matching sigmas are not supported yet")
-    points = [_sigma_point(sigma) for sigma in scheduler.sigmas.double().numpy()]
-    steps = []
-    timesteps = [int(t) for t in scheduler.timesteps]
-    for index, timestep in enumerate(timesteps):
-        order = _dpm_order(index, len(timesteps), config.solver_order, config)
-        history = tuple(points[index - back] for back in range(1, order))
-        steps.append(Step(index, timestep, points[index], points[index + 1], order, history))
-    return steps
+    return get_sampler(check_scheduler_name(name)).scheduler(config)
 
 
 def dynamic_shift(config, image_seq_len: int) -> float:
@@ -202,12 +170,16 @@ def dynamic_shift(config, image_seq_len: int) -> float:
     return image_seq_len * slope + base_shift - slope * base_len
 
 
-def _flow_steps(scheduler: FlowMatchEulerDiscreteScheduler) -> list[Step]:
-    config = scheduler.config
-    if config.get("stochastic_sampling", False) or config.get("invert_sigmas", False):
-        raise ValueError("flow matching with stochastic sampling or inverted sigmas is not invertible; set both to False")
-    points = [Point(alpha=1.0 - float(sigma), sigma=float(sigma)) for sigma in scheduler.sigmas.double().numpy()]
-    return [Step(index, _network_timestep(t), points[index], points[index + 1], 1) for index, t in enumerate(scheduler.timesteps)]
+def _set_flow_timesteps(scheduler, num_steps: int, image_seq_len: int | None, sigmas: list[float] | None) -> None:
+    """`set_timesteps` of a flow scheduler as the SD3 and Flux pipelines call it (mu, custom sigmas)."""
+    shift: dict = {}
+    if scheduler.config.get("use_dynamic_shifting", False):
+        if image_seq_len is None:
+            raise ValueError("this flow scheduler shifts its sigmas by image size; pass image_seq_len")
+        shift["mu"] = dynamic_shift(scheduler.config, image_seq_len)
+    if sigmas is not None:
+        shift["sigmas"] = list(sigmas)
+    scheduler.set_timesteps(None if sigmas is not None else num_steps, **shift)
 
 
 def make_schedule(name: str | None, config, num_steps: int, image_seq_len: int | None = None,
@@ -218,46 +190,53 @@ def make_schedule(name: str | None, config, num_steps: int, image_seq_len: int |
     are the unshifted flow sigmas a pipeline passes itself (Flux), before the scheduler shifts them."""
     if num_steps < 1:
         raise ValueError(f"steps must be at least 1, got {num_steps}")
+    note = default_note(config) if name is None else None
     name = resolve_scheduler(name, config)
-    scheduler = diffusers_scheduler(name, config)
-    if sigmas is not None and not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+    sampler: Sampler = get_sampler(name)
+    scheduler = sampler.scheduler(config)
+    if sampler.flow:
+        if sigmas is not None and name != "flow-euler":
+            raise ValueError(f"custom sigmas are for flow-euler only, not {name}")
+        if name == "flow-euler":
+            _set_flow_timesteps(scheduler, num_steps, image_seq_len, sigmas)
+        else:
+            scheduler.set_timesteps(num_steps)
+        return Schedule(name=name, steps=tuple(sampler.build(scheduler, num_steps)), prediction_type="flow", note=note)
+    if sigmas is not None:
         raise ValueError("custom sigmas are for flow-matching schedulers only")
-    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
-        shift: dict = {}
-        if scheduler.config.use_dynamic_shifting:
-            if image_seq_len is None:
-                raise ValueError("this flow scheduler shifts its sigmas by image size; pass image_seq_len")
-            shift["mu"] = dynamic_shift(scheduler.config, image_seq_len)
-        if sigmas is not None:
-            shift["sigmas"] = list(sigmas)
-        scheduler.set_timesteps(None if sigmas is not None else num_steps, **shift)
-        return Schedule(name=name, steps=tuple(_flow_steps(scheduler)), prediction_type="flow", init_noise_sigma=1.0)
     if scheduler.config.prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
     scheduler.set_timesteps(num_steps)
     init_noise_sigma = float(np.asarray(scheduler.init_noise_sigma))
-    if isinstance(scheduler, DDIMScheduler):
-        steps = _ddim_steps(scheduler, num_steps)
-    elif isinstance(scheduler, EulerDiscreteScheduler):
-        steps = _euler_steps(scheduler)
+    steps = sampler.build(scheduler, num_steps)
+    if sampler.sigma_scaled:
         init_noise_sigma *= steps[0].start.alpha  # diffusers starts at x = noise * init, here z = alpha x
-    else:
-        steps = _dpm_steps(scheduler, num_steps)
     return Schedule(name=name, steps=tuple(steps), prediction_type=scheduler.config.prediction_type,
-                    init_noise_sigma=init_noise_sigma)
+                    init_noise_sigma=init_noise_sigma, note=note)
 
 
 def reverse(schedule: Schedule) -> tuple[Step, ...]:
     """The inverse steps, z_0 -> z_T: sampling step k run backwards, last sampling step first.
 
     Inverse step k starts at sampling step k's end, lands at its start, shows the network the same
-    timestep, and keeps the sampling step's order; its multistep history is the levels the earlier
-    inverse steps started from (the ends of sampling steps k+1, k+2), most recent first.
+    timestep, and keeps the sampling step's order; its history is the levels the earlier inverse steps
+    started from (the ends of sampling steps k+1, k+2, ...), most recent first. A stepper with a
+    `reverse(step)` method rewrites the rest (a second evaluation's timestep, say).
     """
     steps = schedule.steps
     inverse = []
     for step in reversed(steps):
-        later = steps[step.index + 1 : step.index + step.order]
+        later = steps[step.index + 1 : step.index + 1 + len(step.history)]
         history = tuple(later_step.end for later_step in later)
-        inverse.append(Step(step.index, step.timestep, step.end, step.start, step.order, history))
+        backward = Step(step.index, step.timestep, step.end, step.start, step.order, history, step.extra, step.stepper)
+        flip = getattr(step.stepper, "reverse", None)
+        inverse.append(flip(step, backward) if flip is not None else backward)
     return tuple(inverse)
+
+
+#: Sampler name -> its registry entry (every sampler diffinv can run and invert).
+SCHEDULERS: dict[str, Sampler] = samplers()
+#: The samplers of flow-matching models (velocity prediction on x = (1 - sigma) x0 + sigma eps).
+FLOW_SCHEDULERS = sampler_names(flow=True)
+#: The samplers of diffusion (variance-preserving) models.
+DIFFUSION_SCHEDULERS = sampler_names(flow=False)

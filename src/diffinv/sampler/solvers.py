@@ -1,4 +1,4 @@
-"""The one-step update of DDIM and DPM-Solver++ multistep, written once.
+"""The one-step update of DDIM and DPM-Solver++ multistep, written once, and the stepper interface.
 
 Every sampler step here is
 
@@ -10,16 +10,22 @@ with eta 0 and first-order DPM-Solver++ are the same update; orders 2 and 3 are 
 (3M) with the midpoint rule, as in diffusers. The same function runs sampling (noisy -> clean), the
 naive inverse (clean -> noisy, with the network evaluated at the known end) and the residual of the
 implicit equation every exact inversion method solves.
+
+Samplers whose step is not of that form (a second network call, a corrector, an eps combination) are
+`Stepper`s: one `step(denoiser, x, step, memory) -> (x_end, record)` in their own module, the memory being
+the `Record`s of the earlier steps. `SingleCall` is the stepper of `update` itself.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-from diffinv.models.prediction import Point, Prediction
+from diffinv.models.prediction import Point, Prediction, predict
 
 
 def multistep_weights(start: Point, end: Point, history: Sequence[Point]) -> list[float]:
@@ -73,4 +79,69 @@ def usable_history(start: Point, history: Sequence[tuple[Point, torch.Tensor]], 
         if not math.isfinite(point.log_snr) or point.log_snr == start.log_snr:
             break
         kept.append((point, data))
+    return kept
+
+
+@dataclass
+class Record:
+    """What one sampler step leaves for the steps after it (and the inversion methods).
+
+    `point` is the level the step's first network call saw, `output` the raw (guided) network output there,
+    `prediction` the (x0, eps) it means; `latent` is the latent a later corrector starts from (UniPC's
+    corrected latent) and `order` the order the step used (UniPC's corrector reuses it)."""
+
+    point: Point
+    output: torch.Tensor
+    prediction: Prediction
+    latent: torch.Tensor | None = None
+    order: int = 1
+
+    @property
+    def data(self) -> torch.Tensor:
+        return self.prediction.data
+
+    def tiled(self, count: int) -> "Record":
+        """The record for the latents repeated `count` times along the batch."""
+        def tile(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.repeat(count, *([1] * (tensor.ndim - 1)))
+
+        return Record(self.point, tile(self.output), Prediction(tile(self.prediction.data), tile(self.prediction.noise)),
+                      tile(self.latent), self.order)
+
+
+class Stepper(Protocol):
+    """How a sampler's step runs: from latent `x` at `step.start` to `step.end`, calling `denoiser` (anything with
+    `output(x, timestep)` and `prediction_type`) where it needs, reading `memory` (the records of the earlier
+    steps, most recent first). The same call samples (noisy -> clean), runs the naive inverse on the reversed
+    step and is the map whose preimage exact inversion solves for."""
+
+    def step(self, denoiser: Any, x: torch.Tensor, step: Any, memory: Sequence[Record]) -> tuple[torch.Tensor, Record]: ...
+
+
+def evaluate(denoiser: Any, x: torch.Tensor, timestep: int | float, point: Point) -> Record:
+    """One network call at `x` (level `point`, the network seeing `timestep`) as a record."""
+    output = denoiser.output(x, timestep)
+    return Record(point, output, predict(output, x, point, denoiser.prediction_type))
+
+
+class SingleCall:
+    """The stepper of `update`: one network call at the step's start, the multistep sum over earlier x0's."""
+
+    def step(self, denoiser: Any, x: torch.Tensor, step: Any, memory: Sequence[Record]) -> tuple[torch.Tensor, Record]:
+        record = evaluate(denoiser, x, step.timestep, step.start)
+        history = [(earlier.point, earlier.data) for earlier in memory[: step.order - 1]]
+        return update(record.prediction, step.start, step.end, history), record
+
+
+SINGLE_CALL = SingleCall()
+
+
+def usable_records(start: Point, records: Sequence[Record], limit: int = 3) -> list[Record]:
+    """At most `limit` earlier records whose level has a finite log-SNR distinct from `start`'s (the same rule
+    as `usable_history`: a record made at sigma 0 carries no slope, so the step falls back to a lower order)."""
+    kept: list[Record] = []
+    for record in records[:limit]:
+        if not math.isfinite(record.point.log_snr) or record.point.log_snr == start.log_snr:
+            break
+        kept.append(record)
     return kept
