@@ -41,7 +41,7 @@ if [ -s "$B/weights.sha256" ] && [ "$(cat "$B/weights.sha256")" != "$WEIGHTS" ];
   exit 2
 fi
 echo "$WEIGHTS" > "$B/weights.sha256"
-HELD=$("$P" -c "from diffinv.train.probe import probe_prompts; print('|'.join(probe_prompts(4)))")  # held-out captions
+HELD=$("$P" -c "from diffinv.bench.probe import probe_prompts; print('|'.join(probe_prompts(4)))")  # held-out captions
 # readme_block HEADING: the first python block under the README's section HEADING (run as the README shows it).
 readme_block() { awk -v h="$1" '$0 == h {s=1; next} s && /^## / {exit} s && /^```python$/ {b=1; next} b && /^```$/ {exit} b' README.md; }
 lane1() {
@@ -59,22 +59,22 @@ print(found.report())"
     --model tiny --source-prompt 'a red circle on a blue background' --target-prompt 'a green circle on a blue background' \
     --guidance 3 --method exact --method-option anderson=3 --mode prompt-to-prompt --mode-option local_blend=0.3 \
     --out '$B/edit/local_blend'"
-  step probe.txt "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --last 5 --json "$B/probe.json"
+  step probe.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 5 --json "$B/probe.json"
   step sampler.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 --prompt "$HELD" \
     --methods naive,fixed-point,exact,exact-aa --json "$B/sampler.json"
   step sampler_dpm_fine10.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers dpm++2m:10 --guidances 1,3,7.5 \
     --prompt "$HELD" --methods "exact-aa:fine_steps=10,exact-lm:fine_steps=10" --json "$B/sampler_dpm_fine10.json"
-  step eval.txt "$P" -m diffinv.train evaluate --model "$MDIR" --json "$B/eval.json"
+  step eval.txt "$P" -m diffinv_train evaluate --model "$MDIR" --json "$B/eval.json"
   step decoder_samples.txt "$D" bench decoder-inversion --model "$M" --frames 1,4 --iterations 20,50,100 --prompts "$HELD" \
     --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder_samples.json"
-  step probe_ddim75.txt "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --last 2 --guidance 7.5 --no-inversion --branches \
+  step probe_ddim75.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 2 --guidance 7.5 --no-inversion --branches \
     --json "$B/probe_ddim75.json"
-  step probe_dpm1.txt "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --last 2 --steps 10 --scheduler dpm++2m \
+  step probe_dpm1.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 2 --steps 10 --scheduler dpm++2m \
     --guidance 1 --no-inversion --json "$B/probe_dpm1.json"
-  step probe_dpm75.txt "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --last 1 --steps 10 --scheduler dpm++2m \
+  step probe_dpm75.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 1 --steps 10 --scheduler dpm++2m \
     --guidance 7.5 --no-inversion --json "$B/probe_dpm75.json"
   for g in 7.5 3; do
-    step "probe_dpm${g/./}_first.txt" "$P" -m diffinv.train probe --model "$MDIR" --trajectories 4 --first 3 --last 0 --steps 10 \
+    step "probe_dpm${g/./}_first.txt" "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --first 3 --last 0 --steps 10 \
       --scheduler dpm++2m --guidance "$g" --no-inversion --solve --json "$B/probe_dpm${g/./}_first.json"
   done
   step watermark_known.txt "$D" bench watermark --model "$M" --n 6 --attacks clean --generation-guidance 3 --known-prompt \

@@ -19,12 +19,12 @@ if [ -z "${BASE_FROM:-}" ]; then
     if [ -n "${VAE_FROM:-}" ]; then
         autoencoder=(--vae-from "$VAE_FROM")
     else
-        $PY -m diffinv.train vae --out "$OUT" --steps 3000 --latent-channels 4
+        $PY -m diffinv_train vae --out "$OUT" --steps 3000 --latent-channels 4
         autoencoder=()
     fi
-    $PY -m diffinv.train unet --out "$OUT" --steps 3500 --probe-every 0 "${autoencoder[@]}"
-    $PY -m diffinv.train export --out "$OUT" --to "$BASE"
+    $PY -m diffinv_train unet --out "$OUT" --steps 3500 --probe-every 0 "${autoencoder[@]}"
+    $PY -m diffinv_train export --out "$OUT" --to "$BASE"
 fi
-$PY -m diffinv.train unet --init-from "$BASE" --out "$OUT/finetune" --steps 1200 --lr 2e-4 --probe-every 0 \
+$PY -m diffinv_train unet --init-from "$BASE" --out "$OUT/finetune" --steps 1200 --lr 2e-4 --probe-every 0 \
     --texture colour --agreement 1.0 --agreement-below 200 --monotone 20 --monotone-below 200
-$PY -m diffinv.train export --out "$OUT/finetune" --to "$OUT/export"
+$PY -m diffinv_train export --out "$OUT/finetune" --to "$OUT/export"

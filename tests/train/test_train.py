@@ -11,9 +11,9 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from diffinv.train.data import autoencoder_batch, heldout_combos, train_combos
-from diffinv.train.leaves import leaf_radii, leaves_batch
-from diffinv.train.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, random_scene, read_scene, render
+from diffinv_train.data import autoencoder_batch, heldout_combos, train_combos
+from diffinv.bench.leaves import leaf_radii, leaves_batch
+from diffinv.bench.scenes import COLORS, PALETTE, SHAPES, Scene, all_combos, random_scene, read_scene, render
 
 BUNDLED = Path(__file__).resolve().parents[2] / "src" / "diffinv" / "weights" / "tiny"
 #: The previous bundled model, kept for the before/after tables (its sampler folds at t=21).
@@ -81,7 +81,7 @@ def test_colour_textures_vary_every_channel_without_plateaus():
 
 
 def test_checker_fill_ratio_ignores_rotation():
-    from diffinv.train.scenes import rectangle_fill
+    from diffinv.bench.scenes import rectangle_fill
 
     square = np.zeros((64, 64), bool)
     square[20:40, 20:40] = True
@@ -91,7 +91,7 @@ def test_checker_fill_ratio_ignores_rotation():
 
 
 def test_unet_batch_mixes_scenes_photos_and_leaves():
-    from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, unet_batch
+    from diffinv_train.data import LEAVES_CAPTION, PHOTO_CAPTION, unet_batch
 
     images, captions = unet_batch(np.random.default_rng(0), 8, train_combos(), 0.25, 0.25)
     assert images.shape == (8, 3, 64, 64) and images.min() >= -1 and images.max() <= 1
@@ -115,7 +115,7 @@ def test_autoencoder_batch_range():
 
 
 def test_checkpoints_from_before_configurable_latent_channels_load_as_4_channels():
-    from diffinv.train.vae import stored_arch
+    from diffinv_train.vae import stored_arch
 
     old = stored_arch({"arch": {"channels": [32, 64, 64], "layers_per_block": 1, "groups": 16}})
     new = stored_arch({"arch": {"channels": [32, 64, 64], "latent_channels": 8}})
@@ -134,7 +134,7 @@ def test_dead_leaves_are_seeded_varied_and_in_range():
 
 
 def test_weight_average_follows_the_weights():
-    from diffinv.train.loop import ExponentialAverage
+    from diffinv_train.loop import ExponentialAverage
 
     layer = torch.nn.Linear(2, 2)
     average = ExponentialAverage({"layer": layer}, decay=0.9)
@@ -148,8 +148,8 @@ def test_weight_average_follows_the_weights():
 
 def test_interrupted_unet_run_equals_uninterrupted(tmp_path):
     """The rolling data buffer, the optimiser and the weight average are all in the checkpoint."""
-    from diffinv.train.unet import train_unet
-    from diffinv.train.vae import train_vae
+    from diffinv_train.unet import train_unet
+    from diffinv_train.vae import train_vae
 
     torch.set_num_threads(1)
     for run in ("straight", "resumed"):
@@ -172,7 +172,7 @@ def test_interrupted_unet_run_equals_uninterrupted(tmp_path):
 
 def test_probe_statistics_and_rows():
     from diffinv.models.testing import tiny_pipeline
-    from diffinv.train.probe import format_probe, invertibility, step_statistics
+    from diffinv.bench.probe import format_probe, invertibility, step_statistics
 
     folded = torch.diag(torch.tensor([0.5, 0.4, -0.01, 0.3]))
     stats = step_statistics(folded, floor=0.3)
@@ -208,9 +208,9 @@ def test_probe_statistics_and_rows():
 
 
 def test_smoke_train_resume_export(tmp_path, capsys):
-    from diffinv.train.export import export
-    from diffinv.train.unet import train_unet
-    from diffinv.train.vae import finetune_decoder, train_vae
+    from diffinv_train.export import export
+    from diffinv_train.unet import train_unet
+    from diffinv_train.vae import finetune_decoder, train_vae
 
     torch.set_num_threads(1)
     tiny_vae = dict(channels=(8, 16, 16), groups=4)
@@ -276,7 +276,7 @@ def test_bundled_weights_generate(folder):
 
 
 def test_score_and_table():
-    from diffinv.train.evaluate import format_table, score
+    from diffinv_train.evaluate import format_table, score
 
     combos = [("red", "circle", "blue"), ("green", "square", "white")]
     readings = [read_scene(render(Scene(*c))) for c in combos]
@@ -290,7 +290,7 @@ def test_score_and_table():
 
 
 def test_probe_settings_parse_and_refuse():
-    from diffinv.train.probe import parse_probe_settings
+    from diffinv.bench.probe import parse_probe_settings
 
     assert parse_probe_settings("ddim:50@1, dpm++2m:10@7.5") == [("ddim", 50, 1.0), ("dpm++2m", 10, 7.5)]
     for bad in ("ddim:50", "ddim@1", "ddim:50@nan", "ddim:50@x", "wobble:50@1", ""):
@@ -301,8 +301,8 @@ def test_probe_settings_parse_and_refuse():
 def test_training_probe_runs_each_setting(tmp_path):
     import json
 
-    from diffinv.train.unet import train_unet
-    from diffinv.train.vae import train_vae
+    from diffinv_train.unet import train_unet
+    from diffinv_train.vae import train_vae
 
     torch.set_num_threads(1)
     train_vae(tmp_path / "vae", steps=1, batch=2, channels=(8, 16, 16), groups=4)
@@ -315,8 +315,8 @@ def test_training_probe_runs_each_setting(tmp_path):
 
 
 def test_agreement_loss_changes_training_and_refuses_bad_weights(tmp_path):
-    from diffinv.train.unet import train_unet
-    from diffinv.train.vae import train_vae
+    from diffinv_train.unet import train_unet
+    from diffinv_train.vae import train_vae
 
     torch.set_num_threads(1)
     train_vae(tmp_path / "vae", steps=1, batch=2, channels=(8, 16, 16), groups=4)
@@ -354,7 +354,7 @@ class _LinearDenoiser(torch.nn.Module):
 
 
 def test_monotonicity_penalty_vanishes_only_for_symmetric_positive_jacobians():
-    from diffinv.train.unet import monotonicity_penalty
+    from diffinv_train.unet import monotonicity_penalty
 
     torch.manual_seed(0)
     alphas_cumprod = torch.linspace(0.999, 0.01, 1000)

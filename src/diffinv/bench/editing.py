@@ -32,7 +32,7 @@ from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table
 from diffinv.inversion import InversionResult
 from diffinv.pipeline import default_image_side, generate, seeded_noise
-from diffinv.train.scenes import COLORS, SHAPES, caption, read_scene, shape_region
+from diffinv.bench.scenes import COLORS, SHAPES, caption, read_scene, shape_region
 from diffinv.utils.images import tensor_to_pil
 
 TRUE_NOISE = "true-noise"

@@ -69,7 +69,7 @@ def resolve(name_or_path: str | Path) -> Path | str:
         folder = bundled_path(text)
         if not (folder / "model_index.json").is_file():
             raise ModelNotFoundError(
-                f"the bundled model {text!r} is not installed at {folder}; train it with `python -m diffinv.train`"
+                f"the bundled model {text!r} is not installed at {folder}; rebuild it with `bash scripts/train_tiny.sh` in the repository"
             )
         return folder
     path = Path(text).expanduser()

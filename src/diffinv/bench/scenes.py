@@ -18,7 +18,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.measure import label, regionprops
 
-from diffinv.train.leaves import SIZE, leaf_radii
+from diffinv.bench.leaves import SIZE, leaf_radii
 
 #: The renderer's color table (RGB, 0..255). Captions use these names.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -260,3 +260,25 @@ def read_scene(image: np.ndarray, threshold: float = 50.0, min_area: int = 12) -
         return Reading(None, None, background, 0.0)
     fill = rectangle_fill(blob)
     return Reading(nearest_color(np.median(img[blob], axis=0)), classify_fill(fill), background, fill)
+
+
+#: How many (color, shape, background) combos the bundled model never saw in training.
+N_HELDOUT_COMBOS = 24
+
+
+def heldout_combos(seed: int = 1234) -> list[tuple[str, str, str]]:
+    """24 (color, shape, background) combos never shown to the UNet: 8 per shape, chosen by `seed`."""
+    rng = np.random.default_rng(seed)
+    combos = all_combos()
+    chosen: list[tuple[str, str, str]] = []
+    for shape in SHAPES:
+        pool = [c for c in combos if c[1] == shape]
+        idx = rng.choice(len(pool), size=N_HELDOUT_COMBOS // len(SHAPES), replace=False)
+        chosen += [pool[i] for i in sorted(idx)]
+    return chosen
+
+
+def train_combos(seed: int = 1234) -> list[tuple[str, str, str]]:
+    """All combos except the held-out ones."""
+    held = set(heldout_combos(seed))
+    return [c for c in all_combos() if c not in held]

@@ -9,8 +9,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from diffinv.models.tokenizer import build_tokenizer
-from diffinv.train.loop import load_modules
-from diffinv.train.unet import DEFAULT_UNET, build_pipeline, build_text_encoder, build_unet, load_exported_vae, load_vae
+from diffinv_train.loop import load_modules
+from diffinv_train.unet import DEFAULT_UNET, build_pipeline, build_text_encoder, build_unet, load_exported_vae, load_vae
 
 
 def assemble(out: Path) -> StableDiffusionPipeline:

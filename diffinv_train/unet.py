@@ -26,11 +26,11 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from diffinv.models.testing import SD_SCHEDULER_CONFIG
 from diffinv.models.tokenizer import build_tokenizer
-from diffinv.train.data import LEAVES_CAPTION, PHOTO_CAPTION, train_combos, unet_batch
-from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
-from diffinv.train.probe import DEFAULT_SETTINGS
-from diffinv.train.scenes import caption, check_texture
-from diffinv.train.vae import build_vae, decoder_modules, stored_arch
+from diffinv_train.data import LEAVES_CAPTION, PHOTO_CAPTION, train_combos, unet_batch
+from diffinv_train.loop import latest_checkpoint, load_modules, step_rng, train
+from diffinv.bench.probe import DEFAULT_SETTINGS
+from diffinv.bench.scenes import caption, check_texture
+from diffinv_train.vae import build_vae, decoder_modules, stored_arch
 
 DEFAULT_UNET = dict(channels=(32, 64, 128), text_width=64, text_layers=2)
 WEIGHTINGS = ("uniform", "min-snr")
@@ -211,7 +211,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
                **arch) -> tuple[CLIPTextModel, UNet2DConditionModel]:
     """Train (or resume) text encoder + UNet into out/unet on latents of the out/vae autoencoder.
 
-    `probe_every` > 0 runs `diffinv.train.probe.invertibility` on the averaged weights every that many
+    `probe_every` > 0 runs `diffinv.bench.probe.invertibility` on the averaged weights every that many
     steps (a multiple of the 200-step checkpoints), once per (sampler, steps, guidance) of
     `probe_settings`, and appends its rows to out/unet/probe.jsonl.
     `init_from`, an exported pipeline folder, continues training from its weights instead: its
@@ -219,7 +219,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     new optimiser and data stream (checkpoints in out/unet, once written, take precedence on resuming).
     `vae_from`, an exported pipeline folder, trains a new UNet from scratch on that folder's autoencoder
     and scaling factor instead of out/vae's (the autoencoder stage of a recipe that was already run).
-    `texture` is the scenes' texture style (`diffinv.train.scenes.TEXTURES`).
+    `texture` is the scenes' texture style (`diffinv.bench.scenes.TEXTURES`).
 
     `agreement` > 0 adds that weight times the mean squared difference of the conditional and the
     unconditional prediction on the same noisy latent, for captioned samples at timesteps below
@@ -296,7 +296,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
     def probe(step: int, weights: dict[str, torch.nn.Module]) -> None:
         if probe_every <= 0 or step % probe_every:
             return
-        from diffinv.train.probe import invertibility, summary
+        from diffinv.bench.probe import invertibility, summary
 
         pipe = build_pipeline(vae, weights["text_encoder"], weights["unet"], scale)
         for sampler, sampler_steps, guidance in probe_settings:

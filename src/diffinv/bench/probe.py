@@ -14,8 +14,8 @@ part and the asymmetry ||J - J^T||_F / ||J + J^T||_F; then it inverts each traje
 exactly and reports the noise NMSE. A step to sigma 0 (DPM-Solver++'s last, which inverts the denoiser
 itself) has floor 0: its ratio is not defined, and its smallest singular value is the denoiser's own
 smallest gain there. Training runs it at checkpoints (`unet --probe-every`, in the settings of
-`--probe-at`, e.g. `ddim:50@1,ddim:50@7.5,dpm++2m:10@1`), and `python -m diffinv.train probe` prints it
-for any model folder. Large guidance folds the big high-noise steps of short schedules too (the bundled
+`--probe-at`, e.g. `ddim:50@1,ddim:50@7.5,dpm++2m:10@1`), and `python -m diffinv_train probe` (from the
+repository) prints it for any model folder. Large guidance folds the big high-noise steps of short schedules too (the bundled
 model, DPM-Solver++(2M)-10 at guidance 7.5, its first step): `first` probes the first step maps, and
 `solve` solves each probed step alone to show whether a per-step solver lands on the true latent or on a
 second preimage.
@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from diffinv.bench.scenes import caption, heldout_combos
 from diffinv.inversion import invert_latent
 from diffinv.inversion.exact import make_exact
 from diffinv.inversion.naive import explicit_step
@@ -37,8 +38,6 @@ from diffinv.pipeline import seeded_noise
 from diffinv.sampler.sampling import sample, step_history
 from diffinv.sampler.schedule import Schedule, make_schedule, parse_schedulers, reverse
 from diffinv.sampler.solvers import usable_history
-from diffinv.train.data import heldout_combos
-from diffinv.train.scenes import caption
 from diffinv.utils.metrics import nmse
 
 #: Relative residual the per-step solve of `invertibility(..., solve=True)` aims at.

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from diffinv.train.data import autoencoder_batch
-from diffinv.train.loop import latest_checkpoint, load_modules, step_rng, train
+from diffinv_train.data import autoencoder_batch
+from diffinv_train.loop import latest_checkpoint, load_modules, step_rng, train
 
 DEFAULT_VAE = dict(channels=(32, 64, 64), layers_per_block=1, groups=16, latent_channels=8)
 

@@ -1,12 +1,12 @@
-"""`python -m diffinv.train {vae,unet,export,evaluate,samples}`: make the bundled "tiny" model.
+"""`python -m diffinv_train {vae,unet,export,evaluate,samples}`: make the bundled "tiny" model.
 
-    python -m diffinv.train vae      --out runs/train          # stage 1, resumable
-    python -m diffinv.train decoder  --out runs/train          # optional: decoder alone, encoder frozen
-    python -m diffinv.train unet     --out runs/train          # stage 2 (needs stage 1), resumable
-    python -m diffinv.train export   --out runs/train --to src/diffinv/weights/tiny
-    python -m diffinv.train evaluate --model src/diffinv/weights/tiny --json runs/train/eval.json
-    python -m diffinv.train samples  --model src/diffinv/weights/tiny --png docs/tiny_samples.png
-    python -m diffinv.train probe    --model src/diffinv/weights/tiny --trajectories 4 --last 5
+    python -m diffinv_train vae      --out runs/train          # stage 1, resumable
+    python -m diffinv_train decoder  --out runs/train          # optional: decoder alone, encoder frozen
+    python -m diffinv_train unet     --out runs/train          # stage 2 (needs stage 1), resumable
+    python -m diffinv_train export   --out runs/train --to src/diffinv/weights/tiny
+    python -m diffinv_train evaluate --model src/diffinv/weights/tiny --json runs/train/eval.json
+    python -m diffinv_train samples  --model src/diffinv/weights/tiny --png docs/tiny_samples.png
+    python -m diffinv_train probe    --model src/diffinv/weights/tiny --trajectories 4 --last 5
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from diffinv.train.scenes import TEXTURES
+from diffinv.bench.scenes import TEXTURES
 
 DEFAULT_OUT = Path("runs/train")
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "tiny"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "diffinv" / "weights" / "tiny"
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -28,7 +28,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffinv.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m diffinv_train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,20 +130,20 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     if args.command == "vae":
-        from diffinv.train.vae import train_vae
+        from diffinv_train.vae import train_vae
 
         train_vae(args.out / "vae", steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
                   seed=args.seed, channels=args.channels, latent_channels=args.latent_channels,
                   photo_fraction=args.photo_fraction, leaves_fraction=args.leaves_fraction,
                   augmented=args.augment, textured=args.textured, until=args.until)
     elif args.command == "decoder":
-        from diffinv.train.vae import finetune_decoder
+        from diffinv_train.vae import finetune_decoder
 
         finetune_decoder(args.out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                          until=args.until)
     elif args.command == "unet":
-        from diffinv.train.probe import parse_probe_settings
-        from diffinv.train.unet import train_unet
+        from diffinv.bench.probe import parse_probe_settings
+        from diffinv_train.unet import train_unet
 
         try:
             probe_settings = parse_probe_settings(args.probe_at)
@@ -157,11 +157,11 @@ def main(argv: list[str] | None = None) -> None:
                    channels=args.channels, text_width=args.text_width, until=args.until, init_from=args.init_from,
                    vae_from=args.vae_from)
     elif args.command == "export":
-        from diffinv.train.export import export
+        from diffinv_train.export import export
 
         print(export(args.out, args.to))
     elif args.command == "evaluate":
-        from diffinv.train.evaluate import evaluate, format_table
+        from diffinv_train.evaluate import evaluate, format_table
 
         results = evaluate(args.model, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
                            seen=args.seen)
@@ -170,12 +170,12 @@ def main(argv: list[str] | None = None) -> None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=2))
     elif args.command == "samples":
-        from diffinv.train.evaluate import sample_grid
+        from diffinv_train.evaluate import sample_grid
 
         print(sample_grid(args.model, args.png, seeds=args.seeds, steps=args.steps, guidance=args.guidance))
     elif args.command == "probe":
-        from diffinv.train.evaluate import load_pipeline
-        from diffinv.train.probe import format_probe, invertibility
+        from diffinv_train.evaluate import load_pipeline
+        from diffinv.bench.probe import format_probe, invertibility
 
         rows = invertibility(load_pipeline(args.model), trajectories=args.trajectories, last=args.last,
                              steps=args.steps, guidance=args.guidance, inversion=args.inversion,

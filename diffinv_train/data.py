@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from diffinv.train.leaves import leaves_batch
-from diffinv.train.scenes import SHAPES, SIZE, all_combos, random_scene, render
+from diffinv.bench.leaves import leaves_batch
+from diffinv.bench.scenes import SIZE, heldout_combos, random_scene, render, train_combos  # noqa: F401 (re-exported for the training code)
 
 #: Color photos shipped inside scikit-image (no pooch download), split for the autoencoder.
 TRAIN_PHOTOS: tuple[str, ...] = (
@@ -22,28 +22,9 @@ TRAIN_PHOTOS: tuple[str, ...] = (
     "camera", "coins", "moon", "page", "text", "clock", "grass", "gravel", "brick", "cell",
 )
 HELDOUT_PHOTOS: tuple[str, ...] = ("coffee", "rocket")
-N_HELDOUT_COMBOS = 24
 #: Captions of the UNet's non-scene images: generic words the tokenizer knows (never a scene's grammar).
 PHOTO_CAPTION = "a photo"
 LEAVES_CAPTION = "an image"
-
-
-def heldout_combos(seed: int = 1234) -> list[tuple[str, str, str]]:
-    """24 (color, shape, background) combos never shown to the UNet: 8 per shape, chosen by `seed`."""
-    rng = np.random.default_rng(seed)
-    combos = all_combos()
-    chosen: list[tuple[str, str, str]] = []
-    for shape in SHAPES:
-        pool = [c for c in combos if c[1] == shape]
-        idx = rng.choice(len(pool), size=N_HELDOUT_COMBOS // len(SHAPES), replace=False)
-        chosen += [pool[i] for i in sorted(idx)]
-    return chosen
-
-
-def train_combos(seed: int = 1234) -> list[tuple[str, str, str]]:
-    """All combos except the held-out ones."""
-    held = set(heldout_combos(seed))
-    return [c for c in all_combos() if c not in held]
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

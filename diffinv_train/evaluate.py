@@ -9,7 +9,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from diffinv.models.autoencoder import Autoencoder
-from diffinv.train.data import (
+from diffinv_train.data import (
     HELDOUT_PHOTOS,
     TRAIN_PHOTOS,
     center_photo,
@@ -19,7 +19,7 @@ from diffinv.train.data import (
     to_tensor,
     train_combos,
 )
-from diffinv.train.scenes import Reading, caption, random_scene, read_scene, render
+from diffinv.bench.scenes import Reading, caption, random_scene, read_scene, render
 
 EVAL_SEED = 20_000  # data streams for evaluation; training uses other seeds
 
