@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full-size CPU measurements of README's "Full size" section, one `diffinv bench full-size` command per
-# file, one thread. Resumable: a command whose .json is already here is skipped, so rerunning this script
-# after an interruption runs only what is missing. Usage: docs/measurements/full-size/run_cpu.sh [python]
+# file, one thread, most wanted first. Resumable: a command whose .json and .txt are already here is skipped,
+# so rerunning this script after an interruption runs only what is missing.
+# Usage: docs/measurements/full-size/run_cpu.sh [python]
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${1:-python}"
@@ -20,8 +21,10 @@ run() {  # run NAME ARGS...: writes NAME.json and NAME.txt (the command, then it
 run sd21_call_inversion --models sd2.1 --dtype float32 --parts call,inversion --steps 2 --repeats 2 --memory-limit 12
 run sd21_smoke --models sd2.1 --dtype float32 --parts smoke --memory-limit 12
 run sdxl_smoke_call --models sdxl --dtype float32,bfloat16 --parts smoke,call --memory-limit 12
-run sd3_smoke_call --models sd3 --dtype float32,bfloat16 --parts smoke,call --memory-limit 12
 run flux --models flux --dtype float32,bfloat16 --memory-limit 12
 run sd21_decoder_f32 --models sd2.1 --dtype float32 --parts decoder --frames 1,4 --iterations 1 --memory-limit 12
 run sd21_decoder_bf16 --models sd2.1 --dtype bfloat16 --parts decoder --frames 1 --iterations 1 --memory-limit 12
+run sd21_inversion_r4 --models sd2.1 --dtype float32 --parts inversion --steps 2 --repeats 4 --memory-limit 12
+run sd3_smoke_call_bf16 --models sd3 --dtype bfloat16 --parts smoke,call --memory-limit 12
 run sd21_call_inversion_bf16 --models sd2.1 --dtype bfloat16 --parts call,inversion --steps 2 --repeats 2 --memory-limit 12
+run sd3_smoke_f32 --models sd3 --dtype float32 --parts smoke --memory-limit 12

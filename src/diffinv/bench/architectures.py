@@ -239,9 +239,10 @@ def fit_reason(name: str, dtype: torch.dtype, device: torch.device, limit: int |
     with room for activations; else the one-line reason it is skipped."""
     counts = parameter_counts(name)
     need = sum(counts.values()) * torch.finfo(dtype).bits // 8
+    where = f"free on {device}" if limit is None else f"allowed on {device} (--memory-limit)"
     limit = available_memory(device) if limit is None else int(limit)
     if need <= WEIGHT_SHARE * limit:
         return None
     label = str(dtype).removeprefix("torch.")
     return (f"does not fit: {sum(counts.values()) / 1e9:.2f}B parameters are {need / 2**30:.1f} GiB in {label}, "
-            f"more than {WEIGHT_SHARE:.0%} of the {limit / 2**30:.1f} GiB available on {device}")
+            f"more than {WEIGHT_SHARE:.0%} of the {limit / 2**30:.1f} GiB {where}")

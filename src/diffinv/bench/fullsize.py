@@ -320,7 +320,7 @@ def run_full_size_benchmark(
             label = str(dtype).removeprefix("torch.")
             base = {"model": name, "title": spec.title, "dtype": label, **common_extra}
             limit = memory_limit if memory_limit is not None else available_memory(device)
-            reason = fit_reason(name, dtype, device, limit)
+            reason = fit_reason(name, dtype, device, memory_limit)
             if reason:
                 rows.append({**base, "part": "build", "status": "skipped", "note": reason})
                 tqdm.write(f"{spec.title} {label}: skipped, {reason}")
