@@ -31,6 +31,16 @@ from diffinv.utils.metrics import nmse
 ITERATIVE = ("forward-step", "inertial-km", "gradient-free", "gradient")
 
 
+def invert_float(autoencoder: Autoencoder, images: torch.Tensor, method: str = "encoder", **options):
+    """invert_decoder on float decodings D(z) that were never clipped (the fixture's images reach past [-1, 1])."""
+    return invert_decoder(autoencoder, images, method, **{"clipped": False, **options})
+
+
+def rms_residual(autoencoder: Autoencoder, latent: torch.Tensor, images: torch.Tensor) -> float:
+    with torch.inference_mode():
+        return float((autoencoder.decode(latent).float() - images).pow(2).mean().sqrt())
+
+
 def _smooth_images(count: int, generator: torch.Generator, size: int = 16) -> torch.Tensor:
     base = torch.randn(count, 3, 4, 4, generator=generator)
     return torch.tanh(F.interpolate(base, size=size, mode="bicubic", align_corners=False))
@@ -65,32 +75,32 @@ def problem(trained: Autoencoder) -> tuple[torch.Tensor, torch.Tensor]:
 def test_unknown_method_and_option_are_rejected(trained, problem):
     _, images = problem
     with pytest.raises(ValueError, match="unknown decoder method"):
-        invert_decoder(trained, images, "newton")
+        invert_float(trained, images, "newton")
     with pytest.raises(ValueError, match="unknown option"):
-        invert_decoder(trained, images, "forward-step", step=0.1)
+        invert_float(trained, images, "forward-step", step=0.1)
     with pytest.raises(ValueError):
-        invert_decoder(trained, images[:, :2], "encoder")
+        invert_float(trained, images[:, :2], "encoder")
     assert set(ITERATIVE) | {"encoder"} == set(DECODER_METHODS)
 
 
 def test_encoder_baseline(trained, problem):
     latents, images = problem
-    result = invert_decoder(trained, images)
+    result = invert_float(trained, images)
     with torch.inference_mode():
         assert torch.equal(result.latent, trained.encode(images))
-    assert result.iterations == 0 and result.converged and len(result.residuals) == 1
-    assert result.residuals[0] > 0.01  # the encoder is not an exact inverse of this decoder
+    assert result.iterations == 0 and result.converged and result.residuals == [] == result.latent_residuals
+    assert rms_residual(trained, result.latent, images) > 0.01  # the encoder is not an exact inverse of this decoder
 
 
 @pytest.mark.parametrize("method", ITERATIVE)
 def test_each_method_lowers_the_decoder_residual(trained, problem, method):
     latents, images = problem
-    start = invert_decoder(trained, images, "encoder")
-    result = invert_decoder(trained, images, method, iterations=30)
+    start = invert_float(trained, images, "encoder")
+    result = invert_float(trained, images, method, iterations=30)
     assert result.converged and not result.diverged and result.reason is None
     assert result.iterations == 30 and len(result.residuals) == 31
     # residuals[0] is measured at the starting point E(x): the same as the encoder's
-    assert result.residuals[0] == pytest.approx(start.residuals[0], rel=1e-4)
+    assert result.residuals[0] == pytest.approx(rms_residual(trained, start.latent, images), rel=1e-4)
     assert result.residuals[-1] < 0.35 * result.residuals[0]
     assert result.latent.shape == latents.shape and result.latent.dtype == trained.dtype
     assert result.seconds > 0 and result.peak_memory_bytes >= 0
@@ -107,7 +117,7 @@ def test_float16_runs_without_nan(trained, problem):
     latents, images = problem
     half = Autoencoder(copy.deepcopy(trained.vae).half())
     for method in DECODER_METHODS:
-        result = invert_decoder(half, images, method, **({} if method == "encoder" else {"iterations": 20}))
+        result = invert_float(half, images, method, **({} if method == "encoder" else {"iterations": 20}))
         assert result.latent.dtype == torch.float16
         assert torch.isfinite(result.latent).all(), method
         assert all(math.isfinite(r) for r in result.residuals), method
@@ -120,8 +130,8 @@ def test_float16_runs_without_nan(trained, problem):
 def test_gradient_free_float16_uses_the_larger_eps(trained, problem):
     _, images = problem
     half = Autoencoder(copy.deepcopy(trained.vae).half())
-    assert invert_decoder(half, images[:1], "gradient-free", iterations=1).options["eps"] == 1e-4
-    assert invert_decoder(trained, images[:1], "gradient-free", iterations=1).options["eps"] == 1e-8
+    assert invert_float(half, images[:1], "gradient-free", iterations=1).options["eps"] == 1e-4
+    assert invert_float(trained, images[:1], "gradient-free", iterations=1).options["eps"] == 1e-8
 
 
 @pytest.mark.parametrize(
@@ -131,11 +141,11 @@ def test_gradient_free_float16_uses_the_larger_eps(trained, problem):
 def test_bad_step_sizes_are_reported_as_divergence(trained, problem, method, options):
     _, images = problem
     with pytest.raises(DecoderInversionDiverged, match="diverged") as caught:
-        invert_decoder(trained, images, method, iterations=20, **options)
+        invert_float(trained, images, method, iterations=20, **options)
     flagged = caught.value.result
     assert not flagged.converged and flagged.diverged and flagged.reason
     with pytest.warns(RuntimeWarning, match="diverged"):
-        result = invert_decoder(trained, images, method, iterations=20, on_divergence="warn", **options)
+        result = invert_float(trained, images, method, iterations=20, on_divergence="warn", **options)
     assert not result.converged and result.diverged and result.iterations < 20
 
 
@@ -145,7 +155,7 @@ def test_too_large_step_without_blow_up_is_not_converged(trained, problem, rho):
     # rho beyond 2 beta: the residual stays bounded (the decoder saturates) while the iterates wander off
     latents, images = problem
     with pytest.warns(RuntimeWarning, match="diverged"):
-        result = invert_decoder(trained, images, "forward-step", rho=rho, iterations=100, on_divergence="warn")
+        result = invert_float(trained, images, "forward-step", rho=rho, iterations=100, on_divergence="warn")
     assert result.diverged and not result.converged and result.reason
     assert nmse(result.latent, latents) > 0.5  # it really is a bad latent
     assert result.condition is not None and result.condition.holds is False
@@ -154,8 +164,8 @@ def test_too_large_step_without_blow_up_is_not_converged(trained, problem, rho):
 @pytest.mark.parametrize("method", ["forward-step", "inertial-km", "gradient-free", "gradient"])
 def test_chunked_equals_unchunked(trained, problem, method):
     _, images = problem
-    whole = invert_decoder(trained, images, method, iterations=15)
-    chunked = invert_decoder(trained, images, method, iterations=15, chunk_size=3)
+    whole = invert_float(trained, images, method, iterations=15)
+    chunked = invert_float(trained, images, method, iterations=15, chunk_size=3)
     torch.testing.assert_close(chunked.latent, whole.latent, atol=1e-4, rtol=1e-4)
     assert chunked.residuals == pytest.approx(whole.residuals, rel=1e-3)
     assert chunked.iterations == whole.iterations
@@ -164,13 +174,13 @@ def test_chunked_equals_unchunked(trained, problem, method):
 def test_gradient_works_inside_inference_mode(trained, problem):
     _, images = problem
     with torch.inference_mode():
-        result = invert_decoder(trained, images, "gradient", iterations=5)
+        result = invert_float(trained, images, "gradient", iterations=5)
     assert result.residuals[-1] < result.residuals[0]
 
 
 def test_tol_stops_early(trained, problem):
     _, images = problem
-    result = invert_decoder(trained, images, "forward-step", iterations=200, tol=1e-3)
+    result = invert_float(trained, images, "forward-step", iterations=200, tol=1e-3)
     assert result.converged and result.iterations < 200
     assert result.latent_residuals[-1] <= 1e-3
 
@@ -179,9 +189,9 @@ def test_inertial_km_condition_is_checked(trained, problem):
     _, images = problem
     alpha = 0.3
     with pytest.warns(RuntimeWarning, match="lambda_max"):
-        result = invert_decoder(trained, images, "inertial-km", alpha=alpha, lam=0.6, beta=0.2, iterations=10)
+        result = invert_float(trained, images, "inertial-km", alpha=alpha, lam=0.6, beta=0.2, iterations=10)
     assert result.condition.holds is False and result.condition.lambda_max == pytest.approx(inertial_km_lambda_max(alpha))
-    result = invert_decoder(trained, images, "inertial-km", alpha=alpha, lam=0.45, beta=0.2, iterations=10)
+    result = invert_float(trained, images, "inertial-km", alpha=alpha, lam=0.45, beta=0.2, iterations=10)
     assert result.condition.holds is True and result.condition.step_size == pytest.approx(0.18)
 
 
@@ -293,3 +303,25 @@ def test_benchmark_refuses_two_sources_of_frames(trained, problem):
     latents, _ = problem
     with pytest.raises(ValueError, match="one source"):
         run_decoder_benchmark(trained, frames=[1], iterations=[1], methods=["encoder"], latents=latents, video_size=32, progress=False)
+
+
+def test_benchmark_saved_setting_fits_clipped_images(trained, problem, capsys):
+    from diffinv.bench.decoder import saved_image
+    from diffinv.decoder.target import on_8bit_grid
+
+    latents, images = problem
+    rows = run_decoder_benchmark(trained, frames=[2], iterations=[3], methods=["encoder", "forward-step", "forward-step:clipped=false"],
+                                 latents=latents, settings=["float", "saved"], progress=False)
+    assert [(r["setting"], r["method"], r["clipped"]) for r in rows] == [
+        ("float", "encoder", False), ("float", "forward-step", False), ("float", "forward-step:clipped=false", False),
+        ("saved", "encoder", True), ("saved", "forward-step", True), ("saved", "forward-step:clipped=false", False)]
+    saved = saved_image(images[:2])
+    assert saved.min() >= -1 and saved.max() <= 1
+    assert on_8bit_grid(saved) and not on_8bit_grid(images[:2].clamp(-1, 1))
+    each = [float((frame.abs() >= 1).float().mean()) for frame in saved]
+    assert rows[3]["clipped_fraction_each"] == pytest.approx(each) and max(each) > 0
+    assert len(rows[0]["latent_nmse_db_each"]) == 2
+    printed = capsys.readouterr().out
+    assert "saved images" in printed and "clipped share per image" in printed
+    with pytest.raises(ValueError, match="unknown image setting"):
+        run_decoder_benchmark(trained, frames=[1], iterations=[1], methods=["encoder"], latents=latents, settings=["png"], progress=False)

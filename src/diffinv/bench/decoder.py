@@ -2,8 +2,11 @@
 
 For each dtype, frame count and iteration count, every method variant inverts the same images (by
 default decoded from seeded Gaussian latents, so the true latent is known) in its own measured run.
-The result is a list of flat rows (also written as ``{"rows": [...]}`` JSON), one text table per frame
-count, and a Pareto plot of latent NMSE (dB) against seconds.
+Two settings of the images: "float", the decodings D(z) as they are (never clipped; the methods run
+with ``clipped=False``), and "saved", the same decodings clipped to [-1, 1] and rounded to 8 bits as an
+image file holds them (the methods run with the library's default, ``clipped=True``, unless a variant
+says otherwise). The result is a list of flat rows (also written as ``{"rows": [...]}`` JSON), one text
+table per setting, guidance and frame count, and a Pareto plot of latent NMSE (dB) against seconds.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from tqdm.auto import tqdm
 
 from diffinv.bench.tables import format_table, write_rows
 from diffinv.decoder import check_decoder_name, invert_decoder
+from diffinv.decoder.target import clipped_fraction
 from diffinv.models.autoencoder import Autoencoder
+from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.metrics import nmse, psnr, to_db
 from diffinv.utils.specs import parse_spec
 
 #: The variants run when `methods` is not given: the paper's comparison (gradient: lr 0.1 scheduled, 0.01 fixed).
+#: The image settings: the float decodings, and the decodings as an 8-bit image file holds them.
+SETTINGS = ("float", "saved")
+
 DEFAULT_VARIANTS: tuple[str, ...] = (
     "encoder",
     "forward-step",
@@ -63,6 +71,11 @@ def _latent_shape(model: Any, autoencoder: Autoencoder, latent_size: int | None)
     return int(latent_size), int(autoencoder.vae.config.latent_channels)
 
 
+def saved_image(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] as an 8-bit file holds them: clipped, rounded (as `diffinv generate` saves) and read back."""
+    return torch.stack([pil_to_tensor(frame) for frame in tensor_to_pil(images)]).to(images.device)
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -83,8 +96,9 @@ def run_decoder_benchmark(
     latent_size: int | None = None,
     sample_prompts: Sequence[str] | None = None,
     video_size: int | None = None,
-    sample_steps: int = 20,
-    guidance: float = 7.5,
+    sample_steps: int = 50,
+    guidance: float | Sequence[float] = 7.5,
+    settings: Sequence[str] = ("float",),
     seed: int = 0,
     chunk_size: int | None = None,
     model_name: str | None = None,
@@ -95,11 +109,12 @@ def run_decoder_benchmark(
 
     `methods` are variant specs (`parse_variant`), by default `DEFAULT_VARIANTS`. The images are
     `images` if given (no true latent then: latent_nmse is None), else D(`latents`), else D(z) for
-    latents z the pipeline samples from `sample_prompts` (cycled; `sample_steps` steps of its own
-    scheduler, guidance `guidance`), else, with `video_size`, D(z) for z = E(frame) of a photo panned by a
+    latents z the pipeline samples from `sample_prompts` (cycled; `sample_steps` steps of the model's
+    default sampler through `diffinv.generate`, seed `seed`, one set of latents per `guidance`), else, with `video_size`, D(z) for z = E(frame) of a photo panned by a
     video_size x video_size window (`panning_frames`: images far larger than the model's own, as in the
     paper's SD and video runs), else D(z) for seeded z ~ N(0, I) of the model's latent size; the
-    first max(frames) are used. "encoder" runs once
+    first max(frames) are used. Each of `settings` ("float", "saved") inverts them as they are or as
+    a saved 8-bit file (`saved_image`); given `images` are used as they are. "encoder" runs once
     per frame count (iterations 0). "gradient" is skipped for float16 (it would run in float32 anyway).
     Divergent runs are kept as rows with converged False and their reason.
     """
@@ -115,20 +130,30 @@ def run_decoder_benchmark(
     given = [label for label, value in sources.items() if value is not None]
     if len(given) > 1:
         raise ValueError(f"give one source of frames, not {' and '.join(given)}")
+    settings = list(dict.fromkeys(settings))
+    unknown = [name for name in settings if name not in SETTINGS]
+    if not settings or unknown:
+        raise ValueError(f"unknown image setting(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SETTINGS)}")
+    if images is not None and settings != ["float"]:
+        raise ValueError("given images are inverted as they are: settings apply to decoded latents only")
+    if int(sample_steps) < 1:
+        raise ValueError(f"sample_steps must be at least 1, got {sample_steps}")
+    guidances = [float(guidance)] if isinstance(guidance, (int, float)) else [float(g) for g in guidance]
+    if not guidances or not all(math.isfinite(g) for g in guidances):
+        raise ValueError("guidance must be one or more finite numbers")
     device = autoencoder.device
 
+    # one set of true latents per guidance (sampled) or one set (None) for every other source
+    latent_sets: list[tuple[float | None, torch.Tensor | None]] = []
     if sample_prompts:  # one source at most (checked above)
         if not hasattr(pipe_or_autoencoder, "unet"):
             raise ValueError("sample_prompts needs a pipeline, not a bare autoencoder")
+        from diffinv.pipeline import generate
+
         prompts = [sample_prompts[i % len(sample_prompts)] for i in range(max(frames))]
-        with torch.inference_mode():
-            latents = pipe_or_autoencoder(
-                prompt=prompts,
-                num_inference_steps=sample_steps,
-                guidance_scale=guidance,
-                output_type="latent",
-                generator=torch.Generator().manual_seed(seed),
-            ).images.float().cpu()
+        for g in guidances:
+            sampled = generate(pipe_or_autoencoder, prompts, seed=seed, steps=sample_steps, guidance=g, batch_size=len(prompts))
+            latent_sets.append((g, sampled.latent.float().cpu()))
         source = "sampled latents"
     elif video_size is not None:
         from diffinv.bench.images import panning_frames
@@ -152,46 +177,48 @@ def run_decoder_benchmark(
         raise ValueError(f"{images.shape[0]} images for up to {max(frames)} frames")
     else:
         source = "given images"
-
-    plan = []
+    if not latent_sets:
+        latent_sets.append((None, latents))
     for dt in dtypes:
-        for count in frames:
-            for method, options in variants:
-                if method == "gradient" and dt == "float16":
-                    continue
-                for n in [0] if method == "encoder" else iterations:
-                    plan.append((dt, count, method, options, n))
-
-    rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(plan), desc="decoder benchmark", disable=not progress)
-    for dt in dtypes:
-        torch_dtype = getattr(torch, dt, None)
-        if not isinstance(torch_dtype, torch.dtype):
+        if not isinstance(getattr(torch, dt, None), torch.dtype):
             raise ValueError(f"unknown dtype {dt!r}")
+
+    runs_per_set = sum(1 for dt in dtypes for _ in frames for method, _ in variants
+                       for _ in ([0] if method == "encoder" else iterations) if not (method == "gradient" and dt == "float16"))
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=runs_per_set * len(latent_sets) * len(settings), desc="decoder benchmark", disable=not progress)
+    for dt in dtypes:
+        torch_dtype = getattr(torch, dt)
         model = autoencoder if autoencoder.dtype == torch_dtype else Autoencoder(copy.deepcopy(autoencoder.vae).to(torch_dtype))
-        with torch.inference_mode():
-            if images is None:
-                truth = latents[: max(frames)].to(device, torch_dtype)
-                x_all = torch.cat([model.decode(z[None]) for z in truth]).float()
-            else:
-                truth = None
-                x_all = images[: max(frames)].to(device).float()
-            model.decode(model.encode(x_all[:1]))  # warm-up outside any measurement
-        for count in frames:
-            x = x_all[:count]
-            for method, options in variants:
-                if method == "gradient" and dt == "float16":
-                    continue
-                for n in [0] if method == "encoder" else iterations:
-                    bar.set_postfix_str(f"{dt} frames={count} {method} n={n}")
-                    run_options = dict(options, chunk_size=chunk_size, on_divergence="warn", progress=False)
-                    if method != "encoder":
-                        run_options["iterations"] = n
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        result = invert_decoder(model, x, method, **run_options)
-                    rows.append(_row(model, x, truth, result, method, options, name, source, count, n))
-                    bar.update(1)
+        for g, set_latents in latent_sets:
+            with torch.inference_mode():
+                if images is None:
+                    truth = set_latents[: max(frames)].to(device, torch_dtype)
+                    decoded = torch.cat([model.decode(z[None]) for z in truth]).float()
+                else:
+                    truth = None
+                    decoded = images[: max(frames)].to(device).float()
+                model.decode(model.encode(decoded[:1]))  # warm-up outside any measurement
+            for setting in settings:
+                x_all = decoded if setting == "float" else saved_image(decoded)
+                context = {"setting": setting, "guidance": g, "source": source, "model_name": name}
+                for count in frames:
+                    x = x_all[:count]
+                    for method, options in variants:
+                        if method == "gradient" and dt == "float16":
+                            continue
+                        for n in [0] if method == "encoder" else iterations:
+                            bar.set_postfix_str(f"{dt} {setting} w={g} frames={count} {_variant_label(method, options)} n={n}")
+                            run_options = dict(options, chunk_size=chunk_size, on_divergence="warn", progress=False)
+                            if setting == "float" and "clipped" not in options:
+                                run_options["clipped"] = False  # float decodings were never clipped
+                            if method != "encoder":
+                                run_options["iterations"] = n
+                            with warnings.catch_warnings():
+                                warnings.simplefilter("ignore", RuntimeWarning)
+                                result = invert_decoder(model, x, method, **run_options)
+                            rows.append(_row(model, x, truth, result, method, options, context, count, n))
+                            bar.update(1)
     bar.close()
 
     if print_tables:
@@ -216,20 +243,29 @@ def _row(
     result,
     method: str,
     options: dict[str, Any],
-    model_name: str,
-    source: str,
+    context: dict[str, Any],
     frames: int,
     iterations: int,
 ) -> dict[str, Any]:
+    saved = context["setting"] == "saved"
     with torch.inference_mode():
         recon = torch.cat([model.decode(z[None]) for z in result.latent]).float()
+    if saved:
+        recon = recon.clamp(-1, 1)  # what a saved decoding would hold (rounding aside)
     latent_nmse = nmse(result.latent, truth[:frames]) if truth is not None else None
+    each = [nmse(z, t) for z, t in zip(result.latent, truth[:frames])] if truth is not None else None
     effective = result.options
     row: dict[str, Any] = {
         "method": _variant_label(method, options),
         "decoder": method,
-        "model": model_name,
-        "image": source,
+        "model": context["model_name"],
+        "image": context["source"],
+        "setting": context["setting"],
+        "guidance": context["guidance"],
+        "clipped": effective.get("clipped"),
+        "rounded": effective.get("rounded"),
+        "clipped_fraction": result.clipped_fraction,
+        "clipped_fraction_each": [clipped_fraction(frame) for frame in x],
         "dtype": str(model.dtype).removeprefix("torch."),
         "compute_dtype": result.dtype,
         "frames": frames,
@@ -244,9 +280,10 @@ def _row(
         "alpha": effective.get("alpha"),
         "latent_nmse": latent_nmse,
         "latent_nmse_db": to_db(latent_nmse) if latent_nmse is not None and math.isfinite(latent_nmse) else None,
+        "latent_nmse_db_each": [to_db(v) if math.isfinite(v) else None for v in each] if each is not None else None,
         "psnr": psnr(recon, x),
-        "residual": result.residuals[-1],
-        "residual_start": result.residuals[0],
+        "residual": result.residuals[-1] if result.residuals else None,
+        "residual_start": result.residuals[0] if result.residuals else None,
         "latent_residual": result.latent_residuals[-1] if result.latent_residuals else None,
         "seconds": result.seconds,
         "peak_memory_bytes": result.peak_memory_bytes,
@@ -268,9 +305,12 @@ COLUMNS = [
 
 
 def format_tables(rows: list[dict[str, Any]]) -> str:
-    """One text table per frame count (and dtype), rows in run order."""
+    """One text table per setting, guidance, frame count and dtype, rows in run order; saved images list their clipped share."""
     blocks = []
-    for count, dt in sorted({(r["frames"], r["dtype"]) for r in rows}):
+    groups = dict.fromkeys((r.get("setting", "float"), r.get("guidance"), r["frames"], r["dtype"]) for r in rows)
+    several = len({(k[0], k[1]) for k in groups}) > 1 or any(k[0] != "float" for k in groups)
+    for setting, g, count, dt in groups:
+        group = [r for r in rows if (r.get("setting", "float"), r.get("guidance"), r["frames"], r["dtype"]) == (setting, g, count, dt)]
         shown = [
             {
                 **r,
@@ -278,10 +318,16 @@ def format_tables(rows: list[dict[str, Any]]) -> str:
                 "condition": {True: "yes", False: "NO", None: None}[r["condition_holds"]],
                 "status": "ok" if r["converged"] else "DIVERGED",
             }
-            for r in rows
-            if r["frames"] == count and r["dtype"] == dt
+            for r in group
         ]
-        blocks.append(format_table(shown, COLUMNS, title=f"decoder inversion, frames={count}, dtype={dt}"))
+        title = f"decoder inversion, frames={count}, dtype={dt}"
+        if several:
+            title += f", {setting} images" + (f", guidance {g:g}" if g is not None else "")
+        block = format_table(shown, COLUMNS, title=title)
+        if setting == "saved" and group[0].get("clipped_fraction_each"):
+            block += "\nclipped share per image (values at -1 or 1): " + " ".join(
+                f"{100 * v:.1f}%" for v in group[0]["clipped_fraction_each"])
+        blocks.append(block)
     legend = "beta_min: smallest cocoercivity ratio seen along the run; cond: the step-size condition of the theory"
     return "\n\n".join(blocks) + "\n" + legend
 
@@ -327,3 +373,76 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+#: Decoder inversions compared downstream: the encoder, and the two best methods fitted as they were
+#: before issue 34 (clipped=false) and to what the file holds.
+DOWNSTREAM_DECODERS: tuple[str, ...] = (
+    "encoder",
+    "forward-step:iterations=300,clipped=false",
+    "forward-step:iterations=300",
+    "gradient:iterations=300,clipped=false",
+    "gradient:iterations=300",
+)
+
+
+def run_downstream_benchmark(
+    pipe: Any,
+    prompts: Sequence[str],
+    guidances: Sequence[float] = (3.0, 7.5),
+    decoders: Sequence[str] = DOWNSTREAM_DECODERS,
+    method: str = "exact-aa",
+    steps: int = 50,
+    seed: int = 0,
+    out_json: str | Path | None = None,
+    print_table: bool = True,
+) -> list[dict[str, Any]]:
+    """Noise recovered from saved samples: each decoder inversion, then the sampler inversion `method` (a benchmark label).
+
+    The samples are the pipeline's own (`diffinv.generate`, model's default sampler, `steps` steps, one
+    batch of `prompts` from `seed`), saved as 8-bit images (`saved_image`); each is inverted with its own
+    prompt, sampler, steps and guidance. Rows give the latent NMSE of the decoder stage and the noise
+    NMSE of z_T against the sampled noise; the "true latent" row inverts the sampled z_0 itself (the
+    floor the sampler inversion leaves).
+    """
+    from diffinv.bench.methods import resolve_method
+    from diffinv.pipeline import generate, invert
+
+    inverse = resolve_method(method)
+    parsed = [(spec, *parse_spec(spec)) for spec in decoders]
+    for _, name, _ in parsed:
+        check_decoder_name(name)
+    rows: list[dict[str, Any]] = []
+    for g in guidances:
+        sample = generate(pipe, list(prompts), seed=seed, steps=steps, guidance=float(g), batch_size=len(prompts))
+        images = saved_image(sample.image)
+        runs = [("true latent", None, {})] + parsed
+        for label, name, options in runs:
+            if name is None:
+                result = invert(pipe, latent=sample.latent, prompt=list(prompts), steps=steps, guidance=float(g),
+                                method=inverse)
+            else:
+                result = invert(pipe, images, prompt=list(prompts), steps=steps, guidance=float(g), method=inverse,
+                                decoder=name, decoder_options=options)
+            noise_each = [nmse(a, b) for a, b in zip(result.noise, sample.noise)]
+            rows.append({
+                "guidance": float(g),
+                "decoder": label,
+                "method": method,
+                "scheduler": result.scheduler,
+                "steps": steps,
+                "latent_nmse_db": _finite(to_db(nmse(result.latent, sample.latent))) if name is not None else None,
+                "noise_nmse": _finite(nmse(result.noise, sample.noise)),
+                "noise_nmse_each": [_finite(v) for v in noise_each],
+                "decoder_seconds": result.decoder_seconds,
+                "clipped_fraction": result.clipped_fraction,
+            })
+    if print_table:
+        columns = [("guidance", "w", "g"), ("decoder", "decoder", ""), ("latent_nmse_db", "latent NMSE dB", ".2f"),
+                   ("noise_nmse", "noise NMSE", ".3g"), ("decoder_seconds", "decoder s", ".1f")]
+        sampler = f"{rows[0]['scheduler']}-{steps}" if rows else str(steps)
+        print(format_table(rows, columns, title=f"noise recovered from saved samples: decoder inversion, then {method} "
+                                                f"({sampler}, each sample's prompt and guidance)"))
+    if out_json is not None:
+        write_rows(out_json, rows)
+    return rows

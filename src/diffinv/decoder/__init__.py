@@ -1,7 +1,8 @@
 """Layer 4, inversion of the decoder (x -> z_0): the encoder, gradient descent through the decoder
 (`gradient`), and the gradient-free family (`gradient_free`: forward step, inertial KM, gradient-free
 Adam) on one iteration loop (`iteration`), with one result type (`result`), the methods' options
-(`options`) and the measured convergence condition (`cocoercivity`). `invert_decoder` (in `driver`) is
+(`options`), what an image file allows the decoding to be (`target`: clipped, rounded) and the measured
+convergence condition (`cocoercivity`). `invert_decoder` (in `driver`) is
 the entry point. Imports `diffinv.models` and `diffinv.utils`."""
 
 from diffinv.decoder.driver import invert_decoder

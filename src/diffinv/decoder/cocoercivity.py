@@ -26,6 +26,7 @@ iterates of an autoencoder and says whether a chosen step size is inside the gua
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -93,10 +94,18 @@ def ratio_floor(first_difference: torch.Tensor, encoded_image: torch.Tensor) -> 
     return torch.maximum(RELATIVE_FLOOR * operator_norms(first_difference), rounding)
 
 
-def residual_operator(autoencoder: Autoencoder, latent: torch.Tensor, encoded_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """T(z) = E(D(z)) - E(x), given E(x); returns (T(z), D(z)) in the autoencoder's dtype."""
+def residual_operator(
+    autoencoder: Autoencoder,
+    latent: torch.Tensor,
+    encoded_image: torch.Tensor,
+    fitted: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """T(z) = E(D(z)) - E(x), given E(x), or E(fitted(D(z))) - E(x); returns (T(z), D(z)) in the autoencoder's dtype.
+
+    `fitted` maps the decoding to what the image file would hold (`ImageTarget.fitted`); None is the identity.
+    """
     decoded = autoencoder.decode(latent.to(autoencoder.dtype))
-    return autoencoder.encode(decoded) - encoded_image, decoded
+    return autoencoder.encode(decoded if fitted is None else fitted(decoded)) - encoded_image, decoded
 
 
 @dataclass

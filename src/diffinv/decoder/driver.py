@@ -15,6 +15,11 @@ models" (NeurIPS 2024). With T(z) = E(D(z)) - E(x) (E = encoder posterior mean):
   with a cosine schedule (10% warm-up, decaying to 0), or any lr / ``schedule=False``. Always float32
   (float16 gradients underflow; a float16 autoencoder is copied to float32 for the run).
 
+What is fitted (`diffinv.decoder.target`): by default (``clipped=True``) the image is taken to be what a
+file holds, clipped to [-1, 1], so a decoding past a bound that the pixel sits at fits it; "gradient"
+then descends the fit residual ||r(D(z))||^2 and the gradient-free rules use T(z) = E(x + r(D(z))) - E(x).
+``clipped=False`` is the plain fit above, for float images that were never clipped.
+
 Every iterative method runs 100 iterations by default (the paper's default) through one loop:
 evaluate a direction at a point, record residuals, check for divergence, take a step. The
 gradient-free methods run under `torch.inference_mode`. Frames are processed `chunk_size` at a time;
@@ -49,6 +54,7 @@ from diffinv.decoder.gradient_free import gradient_free_direction, step_conditio
 from diffinv.decoder.iteration import Adam, ForwardStep, InertialKM, Stepper, Trace, iterate, squared_norm
 from diffinv.decoder.options import cosine_warmup_lr, resolve_options
 from diffinv.decoder.result import DecoderInversion, DecoderInversionDiverged
+from diffinv.decoder.target import ImageTarget, clipped_fraction
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.utils.measure import measure
 
@@ -72,9 +78,13 @@ def _as_batch(image: torch.Tensor) -> torch.Tensor:
 def invert_decoder(autoencoder: Autoencoder, image: torch.Tensor, method: str = "encoder", **options: Any) -> DecoderInversion:
     """Recover z_0 from images [B, 3, H, W] in [-1, 1] with the named method (see the module docstring).
 
-    Options: every method takes `chunk_size`, `divergence_factor`, `on_divergence`, `tol`, `progress`;
-    the rest are in `METHOD_DEFAULTS` (iterations, rho, alpha/lam/beta, lr/schedule/horizon/beta1/beta2/eps).
-    The latent comes back in the autoencoder's dtype, on its device.
+    Options: every method takes `clipped`, `rounded`, `chunk_size`, `divergence_factor`, `on_divergence`,
+    `tol`, `progress`; the rest are in `METHOD_DEFAULTS` (iterations, rho, alpha/lam/beta,
+    lr/schedule/horizon/beta1/beta2/eps). `clipped` (default True: what an image file holds) fits
+    clip(D(z)) to the image; pass False for a float image that was never clipped (an image outside
+    [-1, 1] is refused with it on). `rounded` (default False) lets a pixel lie anywhere within half an
+    8-bit step of its value (the image must then be on the 8-bit grid). The latent comes back in the
+    autoencoder's dtype, on its device; `seconds` covers every step of the stage, input checks included.
     """
     opts = resolve_options(method, options, autoencoder.dtype)
     image = _as_batch(image)
@@ -85,38 +95,59 @@ def invert_decoder(autoencoder: Autoencoder, image: torch.Tensor, method: str = 
     if method == "gradient" and autoencoder.dtype != torch.float32:
         work = None  # a float32 copy is made inside the measured block: it is part of the method's cost
     traces: list[Trace] = []
+    finals: list[tuple[float, float]] = []
     iterations = int(opts.get("iterations", 0))
     bar = tqdm(total=iterations * len(chunks), desc=f"decoder inversion ({method})", disable=not opts["progress"] or not iterations, leave=False)
     with measure(autoencoder.device) as cost:
+        # the fit of each chunk (a bad image is refused here, before any encode or decode)
+        targets = [ImageTarget(chunk.to(autoencoder.device, torch.float32), bool(opts["clipped"]), bool(opts["rounded"]))
+                   for chunk in chunks]
+        fraction = clipped_fraction(image)
         if work is None:
             work = Autoencoder(copy.deepcopy(autoencoder.vae).float())
-        for chunk in chunks:
-            traces.append(_run_chunk(method, work, chunk.to(work.device, torch.float32), opts, bar))
+        for target in targets:
+            trace, encoded = _run_chunk(method, work, target.image, target, opts, bar)
+            traces.append(trace)
+            if method != "encoder":  # the residual at the returned latent is part of the method's work
+                finals.append(_final_residuals(work, target, encoded, trace.latent))
     bar.close()
-    return _finish(method, autoencoder, work, chunks, traces, opts, cost.seconds, cost.peak_memory_bytes)
+    return _finish(method, autoencoder, work, chunks, traces, finals, fraction, opts, cost.seconds, cost.peak_memory_bytes)
 
 
-def _run_chunk(method: str, work: Autoencoder, x: torch.Tensor, opts: dict[str, Any], bar: tqdm) -> Trace:
+def _run_chunk(
+    method: str, work: Autoencoder, x: torch.Tensor, target: ImageTarget, opts: dict[str, Any], bar: tqdm
+) -> tuple[Trace, torch.Tensor]:
+    """One chunk's run: its trace and E(x)."""
     if method == "gradient":
         with torch.no_grad():
-            start = work.encode(x).float()
+            encoded = work.encode(x)
+            start = encoded.float()
         stepper = Adam(start, _lr_rule(opts, freeze=False), opts["beta1"], opts["beta2"], opts["eps"])
-        return iterate(stepper, gradient_direction(work, x), int(opts["iterations"]), track_cocoercivity=None,
+        trace = iterate(stepper, gradient_direction(work, target), int(opts["iterations"]), track_cocoercivity=None,
                         divergence_factor=opts["divergence_factor"], tol=opts["tol"], image_numel=x.numel(), bar=bar)
+        return trace, encoded
     with torch.inference_mode():
-        target = work.encode(x)
-        start = target.float()
+        encoded = work.encode(x)
+        start = encoded.float()
         if method == "encoder":
-            return Trace(start, [], [], 0)
+            return Trace(start, [], [], 0), encoded
         if method == "forward-step":
             stepper: Stepper = ForwardStep(start, float(opts["rho"]))
         elif method == "inertial-km":
             stepper = InertialKM(start, 2 * float(opts["lam"]) * float(opts["beta"]), float(opts["alpha"]))
         else:
             stepper = Adam(start, _lr_rule(opts, freeze=True), opts["beta1"], opts["beta2"], opts["eps"])
-        return iterate(stepper, gradient_free_direction(work, x, target), int(opts["iterations"]),
-                        track_cocoercivity=target, divergence_factor=opts["divergence_factor"], tol=opts["tol"],
+        trace = iterate(stepper, gradient_free_direction(work, target, encoded), int(opts["iterations"]),
+                        track_cocoercivity=encoded, divergence_factor=opts["divergence_factor"], tol=opts["tol"],
                         image_numel=x.numel(), bar=bar)
+        return trace, encoded
+
+
+def _final_residuals(work: Autoencoder, target: ImageTarget, encoded: torch.Tensor, latent: torch.Tensor) -> tuple[float, float]:
+    """(||r(D(z))||^2, ||T(z)||^2) at the returned latent: one decode and one encode."""
+    with torch.inference_mode():
+        t, decoded = residual_operator(work, latent, encoded, None if target.plain else target.fitted)
+        return squared_norm(target.residual(decoded)), squared_norm(t)
 
 
 def _lr_rule(opts: dict[str, Any], freeze: bool) -> Callable[[int], float]:
@@ -135,21 +166,16 @@ def _finish(
     work: Autoencoder,
     chunks: list[torch.Tensor],
     traces: list[Trace],
+    finals: list[tuple[float, float]],
+    fraction: float,
     opts: dict[str, Any],
     seconds: float,
     peak: int,
 ) -> DecoderInversion:
-    """Assemble the result: the final residuals (one more E(D(z)) per chunk, outside the timing), the flags."""
+    """Assemble the result from the measured runs: residual histories, the flags, the step condition."""
     length = max(len(t.image_sq) for t in traces)
     image_numel = sum(c.numel() for c in chunks)
     latent_numel = sum(t.latent.numel() for t in traces)
-    final_image_sq, final_latent_sq = 0.0, 0.0
-    with torch.inference_mode():
-        for chunk, trace in zip(chunks, traces):
-            x = chunk.to(work.device, torch.float32)
-            t, decoded = residual_operator(work, trace.latent, work.encode(x))
-            final_image_sq += squared_norm(decoded.float() - x)
-            final_latent_sq += squared_norm(t)
 
     def padded(values: list, k: int) -> float | None:
         return values[min(k, len(values) - 1)] if values else None
@@ -160,8 +186,9 @@ def _finish(
         lsq = [padded(t.latent_sq, k) for t in traces]
         if all(v is not None for v in lsq):
             latent_residuals.append(math.sqrt(sum(lsq) / latent_numel))
-    residuals.append(math.sqrt(final_image_sq / image_numel))
-    latent_residuals.append(math.sqrt(final_latent_sq / latent_numel))
+    if finals:
+        residuals.append(math.sqrt(sum(f[0] for f in finals) / image_numel))
+        latent_residuals.append(math.sqrt(sum(f[1] for f in finals) / latent_numel))
 
     reasons = [f"chunk {i}: {t.reason}" if len(traces) > 1 else t.reason for i, t in enumerate(traces) if t.reason]
     latent = torch.cat([t.latent for t in traces])
@@ -201,6 +228,7 @@ def _finish(
         options={k: v for k, v in opts.items() if k != "progress"},
         condition=condition,
         cocoercivity_min=beta_observed,
+        clipped_fraction=fraction,
     )
     if condition is not None and condition.holds is False:
         warnings.warn(f"{method}: convergence is not guaranteed, {condition.summary()}", RuntimeWarning, stacklevel=3)

@@ -1,5 +1,7 @@
 """The gradient-free family (Hong et al., NeurIPS 2024): every method follows T(z) = E(D(z)) - E(x).
 
+For a clipped or rounded image (`ImageTarget`) D(z) is replaced by x + r(D(z)), the decoding with every
+pixel the image allows set to the image's value, so T vanishes at the true latent of a saved image.
 `gradient_free_direction` evaluates T (one decode and one encode, no backpropagation), the direction
 the forward step, inertial KM and gradient-free Adam all step along; `step_condition` checks the
 theory's step-size condition of the first two against the cocoercivity the run observed.
@@ -14,14 +16,15 @@ import torch
 from diffinv.decoder.cocoercivity import inertial_km_lambda_max, max_step_size, residual_operator
 from diffinv.decoder.iteration import Direction, squared_norm
 from diffinv.decoder.result import StepCondition
+from diffinv.decoder.target import ImageTarget
 from diffinv.models.autoencoder import Autoencoder
 
 
-def gradient_free_direction(autoencoder: Autoencoder, image: torch.Tensor, target: torch.Tensor) -> Direction:
-    """y -> (T(y), ||D(y) - x||^2, ||T(y)||^2) with target = E(x)."""
+def gradient_free_direction(autoencoder: Autoencoder, image: ImageTarget, encoded: torch.Tensor) -> Direction:
+    """y -> (T(y), ||r(D(y))||^2, ||T(y)||^2) with encoded = E(x)."""
     def direction(y: torch.Tensor) -> tuple[torch.Tensor, float, float | None]:
-        t, decoded = residual_operator(autoencoder, y, target)
-        return t.float(), squared_norm(decoded.float() - image), squared_norm(t)
+        t, decoded = residual_operator(autoencoder, y, encoded, None if image.plain else image.fitted)
+        return t.float(), squared_norm(image.residual(decoded)), squared_norm(t)
 
     return direction
 

@@ -14,6 +14,8 @@ DECODER_METHODS = ("encoder", "forward-step", "inertial-km", "gradient-free", "g
 
 #: Options every method accepts.
 COMMON_OPTIONS: dict[str, Any] = {
+    "clipped": True,  # the image was clipped to [-1, 1] (every image file is): a decoding past a bound the pixel sits at fits
+    "rounded": False,  # the image was rounded to 8 bits: a pixel fits within half a step of its value (measured: no gain)
     "chunk_size": None,  # frames per chunk; None = all at once
     "divergence_factor": 10.0,
     "on_divergence": "raise",  # or "warn"

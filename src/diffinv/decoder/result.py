@@ -53,6 +53,7 @@ class DecoderInversion:
     options: dict[str, Any] = field(default_factory=dict)
     condition: StepCondition | None = None
     cocoercivity_min: float | None = None
+    clipped_fraction: float = 0.0  # share of the input's values (each channel of each pixel) at -1 or 1
 
 
 class DecoderInversionDiverged(RuntimeError):
