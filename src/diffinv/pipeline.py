@@ -208,7 +208,8 @@ def invert(
             factor = pipe.vae_scale_factor
             if images.shape[-1] % factor or images.shape[-2] % factor:
                 raise ValueError(f"image size {images.shape[-1]}x{images.shape[-2]} is not a multiple of the VAE factor {factor}")
-            decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder, **(decoder_options or {}))
+            decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder,
+                                     **{"progress": progress, **(decoder_options or {})})
             latent = decoded.latent.float()
         latent = check_latent(pipe, latent).to(device, torch.float32)
         schedule = pipeline_schedule(pipe, scheduler, steps, tuple(latent.shape[-2:]))
@@ -229,6 +230,7 @@ def invert(
         result.decoder_seconds = decoded.seconds
         result.decoder_peak_memory_bytes = decoded.peak_memory_bytes
         result.decoder_iterations = decoded.iterations
+        result.clipped_fraction = decoded.clipped_fraction
         result.converged = result.converged and decoded.converged
     return result
 

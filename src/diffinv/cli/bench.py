@@ -182,6 +182,10 @@ def bench_decoder_inversion(
     video_size: Optional[int] = typer.Option(None, help="frames: a SIZE x SIZE window panning across a photo, true latents E(frame) (instead of --prompts)"),
     chunk_size: Optional[int] = typer.Option(None, help="frames per chunk (bounds memory)"),
     seed: int = typer.Option(0, help="seed of the latents", **SEED_BOUNDS),
+    settings: str = typer.Option("float", help="comma-separated: float (the decodings as they are, fitted with clipped=false), "
+                                 "saved (clipped to [-1, 1] and rounded to 8 bits as a PNG holds them)"),
+    guidance: str = typer.Option("7.5", help="comma-separated guidance scales of the --prompts samples (one table each)"),
+    sample_steps: int = typer.Option(50, help="sampler steps of the --prompts samples (the model's default sampler)"),
     json_path: JsonOutput = None,
     plot: Optional[Path] = typer.Option(None, help="write the NMSE-against-time (Pareto) plot here (PNG)", callback=writable_file),
 ) -> None:
@@ -196,7 +200,8 @@ def bench_decoder_inversion(
             pipe, frames=whole_numbers(frames), iterations=whole_numbers(iterations), methods=variants,
             dtype=split_list(dtypes), out_json=json_path, out_plot=plot, model_name=model,
             sample_prompts=split_list(prompts, "|") or None, chunk_size=chunk_size, seed=seed,
-            video_size=video_size,
+            video_size=video_size, settings=split_list(settings), guidance=finite_numbers(guidance),
+            sample_steps=sample_steps,
         )
 
 

@@ -35,6 +35,8 @@ class InversionResult:
     decoder_seconds: float | None = None
     decoder_peak_memory_bytes: int | None = None
     decoder_iterations: int | None = None
+    #: share of the input image's values at -1 or 1 (clipped when it was saved), from the decoder stage
+    clipped_fraction: float | None = None
     prompts: list[str] | None = None  # the prompt of each latent, where the caller knew them (diffinv.invert)
     metrics: dict[str, float] = field(default_factory=dict)
     #: largest relative error ||S(noise) - z_0|| / ||z_0|| of regenerating z_0 through the sampler S, where the
@@ -65,6 +67,7 @@ class InversionResult:
                 decoder_seconds=round(self.decoder_seconds or 0.0, 4),
                 decoder_peak_memory_bytes=self.decoder_peak_memory_bytes,
                 decoder_iterations=self.decoder_iterations,
+                clipped_fraction=self.clipped_fraction,
             )
         report.update(self.metrics)
         if self.notes:
