@@ -1,7 +1,11 @@
-"""MkDocs hooks: the CLI reference page, generated from the Typer app at build time."""
+"""MkDocs hooks: the CLI reference page, generated from the Typer app, and the methods' option tables, generated
+from their configuration classes, at build time."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import re
 import subprocess
 import sys
 
@@ -40,3 +44,38 @@ def _present(entry, docs_dir: str) -> bool:
 def on_config(config):
     config["nav"] = [entry for entry in config["nav"] if _present(entry, config["docs_dir"])]
     return config
+
+
+OPTIONS = re.compile(r"<!-- options: ([\w.]+) -->")
+
+
+def _bounds(meta) -> str:
+    if meta.get("choices"):
+        return ", ".join(f"`{choice}`" for choice in meta["choices"])
+    parts = [f"{sign} {meta[key]}" for key, sign in (("min", ">="), ("above", ">"), ("max", "<="), ("below", "<"))
+             if meta.get(key) is not None]
+    return ", ".join(parts)
+
+
+def options_markdown(path: str) -> str:
+    """A registry's methods, each with a table of its options (name, default, bounds, meaning), and its presets:
+    read from the configuration classes, so the page cannot drift from the code."""
+    module, _, attribute = path.rpartition(".")
+    registry = getattr(importlib.import_module(module), attribute)
+    blocks = []
+    for name, cls in registry.classes.items():
+        doc = " ".join((cls.__doc__ or "").split())
+        rows = ["| option | default | allowed | meaning |", "|---|---|---|---|"]
+        for field in dataclasses.fields(cls):
+            meta = field.metadata
+            rows.append(f"| `{field.name}` | `{field.default!r}` | {_bounds(meta)} | {meta.get('help', '')} |")
+        table = "\n".join(rows) if len(rows) > 2 else "No options."
+        blocks.append(f"**`{name}`**: {doc}\n\n{table}")
+    if registry.presets:
+        presets = "\n".join(f"- `{label}` = `{config.label()}`" for label, config in registry.presets.items())
+        blocks.append(f"Presets (names that stand for a configured method):\n\n{presets}")
+    return "\n\n".join(blocks)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    return OPTIONS.sub(lambda match: options_markdown(match[1]), markdown)
