@@ -129,3 +129,20 @@ def test_registry_lists_every_sampler_and_refuses_stochastic_ones(pipe):
             make_schedule(name, pipe.scheduler.config, 10)
     with pytest.raises(ValueError, match="does not fit a diffusion"):
         make_schedule("flow-heun", pipe.scheduler.config, 10)
+
+
+@pytest.mark.parametrize(
+    "class_name,options,chosen,note",
+    [
+        ("PNDMScheduler", {"skip_prk_steps": True}, "pndm", "the model folder's own (PNDMScheduler)"),
+        ("UniPCMultistepScheduler", {"solver_order": 3}, "unipc3", "the model folder's own"),
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, "ddim", "is stochastic"),
+        ("PNDMScheduler", {"skip_prk_steps": False}, "ddim", "diffinv does not have PNDMScheduler with this config"),
+        ("KarrasVeScheduler", {}, "ddim", "diffinv does not have KarrasVeScheduler"),
+    ],
+)
+def test_the_model_folders_scheduler_is_the_default(pipe, class_name, options, chosen, note):
+    config = {**pipe.scheduler.config, **options, "_class_name": class_name}  # as a loaded folder's config reads
+    schedule = make_schedule(None, config, 10)
+    assert schedule.name == chosen and note in schedule.note
+    assert make_schedule("ddim", config, 10).note is None  # a named sampler needs no note

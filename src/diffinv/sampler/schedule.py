@@ -140,7 +140,12 @@ def default_note(config) -> str | None:
     chosen = default_scheduler(config)
     if own == chosen:
         return f"scheduler {chosen}: the model folder's own ({class_name})"
-    reason = stochastic_reason(class_name) if class_name in STOCHASTIC else None
+    if class_name in STOCHASTIC:
+        reason = stochastic_reason(class_name)
+    elif "sde" in str(config.get("algorithm_type", "")):  # DPMSolverMultistepScheduler's SDE variants
+        reason = stochastic_reason("dpm++2m-sde")
+    else:
+        reason = None
     why = reason if reason is not None else f"diffinv does not have {class_name} with this config"
     return f"scheduler {chosen}: the model folder names {class_name}, but {why}"
 
