@@ -12,6 +12,28 @@ import sys
 from mkdocs.structure.files import File, Files
 
 CLI_PAGE = "reference/cli.md"
+API_PAGE = "reference/api.md"
+#: The order of the API reference's sections; a module not named here comes after them.
+API_ORDER = ["diffinv.models.loading", "diffinv.pipeline", "diffinv.inversion", "diffinv.decoder",
+             "diffinv.applications.editing", "diffinv.models.denoiser", "diffinv.models.autoencoder",
+             "diffinv.sampler.sampling", "diffinv.sampler.schedule", "diffinv.utils.metrics"]
+
+
+def api_reference() -> str:
+    """One mkdocstrings block per public name of `diffinv` (its `_EXPORTS`), grouped by the module it comes from."""
+    import diffinv
+
+    modules: dict[str, list[str]] = {}
+    for name, module in diffinv._EXPORTS.items():
+        modules.setdefault(module, []).append(name)
+    order = sorted(modules, key=lambda module: API_ORDER.index(module) if module in API_ORDER else len(API_ORDER))
+    parts = ["# Python API\n\nEvery public name of `diffinv` (`diffinv.load`, `diffinv.invert`, ...), from its docstring; "
+             "generated when the site is built.\n"]
+    for module in order:
+        doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
+        parts.append(f"## `{module}`\n\n{' '.join(doc.split())}\n")
+        parts += [f"::: {module}.{name}\n" for name in modules[module]]
+    return "\n".join(parts)
 
 
 def cli_reference() -> str:
@@ -26,6 +48,7 @@ def cli_reference() -> str:
 
 def on_files(files: Files, config) -> Files:
     files.append(File.generated(config, CLI_PAGE, content=cli_reference()))
+    files.append(File.generated(config, API_PAGE, content=api_reference()))
     return files
 
 
