@@ -10,8 +10,10 @@ p_k from it (same levels, same order), so c_k = p_k + (UniC - UniP): c_{k-1} can
 combination of m_k, m_{k-1} and the earlier predictions with O(h) weights. That is how it is written here:
 the step then reads only earlier predictions, like DPM-Solver++, so exact inversion can hold them at
 estimates; holding c_{k-1} (weight O(1)) at an estimate instead makes the step-by-step inverse amplify its
-error (measured: noise NMSE 1.7 on the tiny pipeline). Run backwards from sigma 0 (naive inversion's first step) UniP's x / sigma_s0 is undefined, so that
-step is DDIM's, with the network's eps. Orders follow diffusers (warm-up from 1, `lower_order_final`); `solver_type` bh1 also works.
+error (measured: noise NMSE 1.7 on the tiny pipeline). Run backwards from sigma 0 (naive inversion's first
+step) UniP's x / sigma_s0 is undefined, so that step is DDIM's, with the network's eps. Orders follow
+diffusers (warm-up from 1, `lower_order_final`). Only bh2 is offered: diffusers' bh1 (B(h) = h) returns NaN
+when the last sigma is 0, its default, so there is nothing to match.
 
 Both UniP and UniC are x_t = (sigma_t / sigma_s0) x - alpha_t (e^{-h} - 1) m0 - alpha_t B(h) sum_i rho_i D_i
 with D_i = (m_i - m0) / r_i, r_i = (lambda_i - lambda_s0) / h, and rho solving the order conditions
@@ -108,9 +110,8 @@ def unipc_steps(scheduler: UniPCMultistepScheduler, num_steps: int) -> list[Step
     config = scheduler.config
     if config.thresholding or not config.predict_x0 or config.solver_p is not None or config.get("use_flow_sigmas", False):
         raise ValueError("only UniPC with predict_x0=True, no solver_p, no thresholding and no flow sigmas is supported")
-    if config.solver_type not in ("bh1", "bh2"):
-        raise ValueError(f"unknown UniPC solver_type {config.solver_type!r}")
-    stepper = UNIPC_BH2 if config.solver_type == "bh2" else UNIPC_BH1
+    if config.solver_type != "bh2":
+        raise ValueError(f"only UniPC's solver_type bh2 is supported, not {config.solver_type!r}")
     points = [sigma_point(sigma) for sigma in scheduler.sigmas.double().numpy()]
     timesteps = [int(t) for t in scheduler.timesteps]
     count, solver_order = len(timesteps), config.solver_order
@@ -123,16 +124,17 @@ def unipc_steps(scheduler: UniPCMultistepScheduler, num_steps: int) -> list[Step
         reads = max(order - 1, orders[-1] if corrector else 0)
         history = tuple(points[index - back] for back in range(1, reads + 1))
         steps.append(Step(index, timestep, points[index], points[index + 1], order, history,
-                          ("corrector",) if corrector else (), stepper))
+                          ("corrector",) if corrector else (), UNIPC_BH2))
         orders.append(order)
     return steps
 
 
-UNIPC_BH2, UNIPC_BH1 = UniPC(bh2=True), UniPC(bh2=False)
+UNIPC_BH2 = UniPC(bh2=True)
 
 
 def _order(order: int):
-    return lambda config: config.get("solver_order", 2) == order and config.get("predict_x0", True)
+    return lambda config: (config.get("solver_order", 2) == order and config.get("predict_x0", True)
+                           and config.get("solver_type", "bh2") == "bh2")
 
 
 UNIPC2 = Sampler("unipc", UniPCMultistepScheduler, unipc_steps, options={"solver_order": 2}, matches=_order(2),
