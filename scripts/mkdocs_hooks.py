@@ -3,11 +3,13 @@ from their configuration classes, at build time."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from mkdocs.structure.files import File, Files
 
@@ -19,18 +21,27 @@ API_ORDER = ["diffinv.models.loading", "diffinv.pipeline", "diffinv.inversion", 
              "diffinv.sampler.sampling", "diffinv.sampler.schedule", "diffinv.utils.metrics"]
 
 
-def api_reference() -> str:
-    """One mkdocstrings block per public name of `diffinv` (its `_EXPORTS`), grouped by the module it comes from."""
-    import diffinv
+def exports(src: Path) -> dict[str, str]:
+    """`diffinv._EXPORTS` as the source tree being built has it (read, not imported: mkdocstrings reads the same files)."""
+    tree = ast.parse((src / "diffinv" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "_EXPORTS" for target in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError("src/diffinv/__init__.py has no _EXPORTS")
 
+
+def api_reference(src: Path) -> str:
+    """One mkdocstrings block per public name of `diffinv` (its `_EXPORTS`), grouped by the module it comes from."""
     modules: dict[str, list[str]] = {}
-    for name, module in diffinv._EXPORTS.items():
+    for name, module in exports(src).items():
         modules.setdefault(module, []).append(name)
     order = sorted(modules, key=lambda module: API_ORDER.index(module) if module in API_ORDER else len(API_ORDER))
     parts = ["# Python API\n\nEvery public name of `diffinv` (`diffinv.load`, `diffinv.invert`, ...), from its docstring; "
              "generated when the site is built.\n"]
     for module in order:
-        doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
+        path = src / (module.replace(".", "/") + ".py")
+        path = path if path.exists() else src / module.replace(".", "/") / "__init__.py"
+        doc = (ast.get_docstring(ast.parse(path.read_text())) or "").split("\n\n")[0]
         parts.append(f"## `{module}`\n\n{' '.join(doc.split())}\n")
         parts += [f"::: {module}.{name}\n" for name in modules[module]]
     return "\n".join(parts)
@@ -48,7 +59,7 @@ def cli_reference() -> str:
 
 def on_files(files: Files, config) -> Files:
     files.append(File.generated(config, CLI_PAGE, content=cli_reference()))
-    files.append(File.generated(config, API_PAGE, content=api_reference()))
+    files.append(File.generated(config, API_PAGE, content=api_reference(Path(config["config_file_path"]).parent / "src")))
     return files
 
 
