@@ -68,6 +68,21 @@ def test_readme_is_short():
     assert len(readme.read_text().splitlines()) <= 200
 
 
+HISTORY = re.compile(r"#\d|\bissue\b|\b(first|second|third|fourth|fifth|sixth) version|tiny-v\d|\b20\d\d-\d\d-\d\d\b", re.I)
+
+
+def test_readme_tells_no_history():
+    readme = ROOT / "docs" / "README.draft.md"
+    readme = readme if readme.exists() else ROOT / "README.md"
+    assert not HISTORY.findall(readme.read_text())
+
+
+def test_pages_do_not_open_with_a_model_version():
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        opening = page.read_text().split("\n\n", 2)[:2]
+        assert not HISTORY.search("\n".join(opening)), page.name
+
+
 def test_the_site_builds_strict(tmp_path):
     for module in ("mkdocs", "material", "mkdocstrings_handlers.python"):
         if importlib.util.find_spec(module) is None:
