@@ -19,7 +19,7 @@ for scheduler, steps, guidance in [("dpm++2m", 10, 7.5), ("dpm++2m", 10, 1.0)]:
     denoiser = diffinv.Denoiser.from_pipeline(pipe, prompt, 1, guidance, pipe.scheduler.config.prediction_type)
     schedule = diffinv.make_schedule(scheduler, pipe.scheduler.config, steps)
     for method, options in [("naive", {}), ("exact", {"anderson": 3, "sweeps": 2})]:
-        inverted = diffinv.invert_latent(denoiser, schedule, generated.latent, method=method, **options)
+        inverted = diffinv.invert_sampler(denoiser, schedule, generated.latent, method=method, **options)
         regenerated = diffinv.sample(denoiser, schedule, inverted.noise).final
         print(f"{scheduler}-{steps} guidance {guidance:g} {method:5s}: noise NMSE {nmse(inverted.noise, generated.noise):.3g}, "
               f"norm ratio {float(inverted.noise.norm() / generated.noise.norm()):.3f}, "

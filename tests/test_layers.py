@@ -59,3 +59,13 @@ def test_imports_go_down_the_layers(name, path):
 def test_no_module_is_over_400_lines():
     long = {name: n for name, path in modules() if (n := len(path.read_text().splitlines())) > 400}
     assert not long, f"modules over 400 lines: {long}"
+
+
+def test_public_names_are_visible_to_type_checkers():
+    """`diffinv/__init__.py` imports its public names lazily; its TYPE_CHECKING block names the same ones."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    exports = next(ast.literal_eval(node.value) for node in tree.body
+                   if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_EXPORTS")
+    checking = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    imported = {alias.name: statement.module for statement in checking.body for alias in statement.names}
+    assert imported == exports

@@ -7,7 +7,7 @@ light until a model is actually needed.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -19,9 +19,19 @@ _EXPORTS = {
     "invert_decoder": "diffinv.decoder",
     "Denoiser": "diffinv.models.denoiser",
     "METHODS": "diffinv.inversion",
+    "Method": "diffinv.inversion",
+    "Naive": "diffinv.inversion",
+    "Exact": "diffinv.inversion",
+    "FixedPoint": "diffinv.inversion",
+    "EasyInv": "diffinv.inversion",
+    "ReNoise": "diffinv.inversion",
+    "EDIT_MODES": "diffinv.applications.editing",
+    "PromptToPrompt": "diffinv.applications.editing",
+    "DiffEdit": "diffinv.applications.editing",
+    "tracking_memory": "diffinv.utils.measure",
     "InversionDiverged": "diffinv.inversion",
     "InversionResult": "diffinv.inversion",
-    "invert_latent": "diffinv.inversion",
+    "invert_sampler": "diffinv.inversion",
     "ModelNotFoundError": "diffinv.models.loading",
     "load": "diffinv.models.loading",
     "nmse": "diffinv.utils.metrics",
@@ -37,6 +47,22 @@ _EXPORTS = {
     "SCHEDULERS": "diffinv.sampler.schedule",
     "make_schedule": "diffinv.sampler.schedule",
 }
+
+if TYPE_CHECKING:  # the same names, for IDEs and type checkers (tests/test_layers.py keeps the two in step)
+    from diffinv.applications.editing import DiffEdit, edit, EDIT_MODES, EditResult, PromptToPrompt
+    from diffinv.decoder import DECODER_METHODS, invert_decoder
+    from diffinv.inversion import (
+        EasyInv, Exact, FixedPoint, InversionDiverged, InversionResult, invert_sampler, Method, METHODS,
+        Naive, ReNoise
+    )
+    from diffinv.models.autoencoder import Autoencoder
+    from diffinv.models.denoiser import Denoiser
+    from diffinv.models.loading import load, ModelNotFoundError
+    from diffinv.pipeline import generate, Generation, invert, reconstruct, score, seeded_noise
+    from diffinv.sampler.sampling import sample
+    from diffinv.sampler.schedule import make_schedule, SCHEDULERS
+    from diffinv.utils.measure import tracking_memory
+    from diffinv.utils.metrics import nmse, psnr, ssim
 
 __all__ = sorted(_EXPORTS)
 

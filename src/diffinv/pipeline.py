@@ -12,7 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from diffinv.decoder import check_decoder_name, invert_decoder
-from diffinv.inversion import InversionResult, check_method_name, invert_latent
+from diffinv.inversion import METHODS, InversionResult, Method, invert_sampler
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, default_latent_side, is_flux, latent_channels, network_of
 from diffinv.sampler.sampling import sample
@@ -182,7 +182,7 @@ def invert(
     scheduler: str | None = None,
     steps: int = 50,
     guidance: float = 7.5,
-    method: str = "naive",
+    method: str | Method = "naive",
     decoder: str = "encoder",
     negative_prompt: str | Sequence[str] | None = None,
     method_options: dict[str, Any] | None = None,
@@ -196,7 +196,7 @@ def invert(
     `scheduler` None is the model's default sampler.
     """
     resolve_scheduler(scheduler, pipe.scheduler.config)  # an unknown sampler, or one the model cannot use
-    check_method_name(method)
+    method = METHODS.resolve(method, method_options)  # every option checked before any work
     check_decoder_name(decoder)
     if (image is None) == (latent is None):
         raise ValueError("give exactly one of image and latent")
@@ -217,8 +217,8 @@ def invert(
         size = (latent.shape[-2] * pipe.vae_scale_factor, latent.shape[-1] * pipe.vae_scale_factor)
         denoiser = Denoiser.from_pipeline(pipe, prompts, latent.shape[0], guidance, schedule.prediction_type, negative_prompt,
                                           size)
-        result = invert_latent(
-            denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress, **(method_options or {})
+        result = invert_sampler(
+            denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress
         )
     result.prompts = list(prompts)
     result.seconds = total.seconds

@@ -159,7 +159,7 @@ def test_watermark_scores_of_a_labelled_dataset(tmp_path):
     rows, metrics = score_dataset(records, tmp_path, keys)
     assert len(rows) == 18 and metrics["clean"] == 6 and metrics["watermarked_images"] == 12
     assert metrics["auc"] == 1.0 and metrics["tpr_at_1fpr"] == 1.0 and metrics["attribution_accuracy"] == 1.0
-    assert metrics["score"] == "distance" and rows[0]["correlation"] == pytest.approx(rows[0]["correlations"][0])
+    assert metrics["score"] == "correlation" and rows[0]["correlation"] == pytest.approx(rows[0]["correlations"][0])
     rows, metrics = score_dataset(records, tmp_path, keys, score="correlation")
     assert metrics["score"] == "correlation" and metrics["auc"] == 1.0 and metrics["attribution_accuracy"] == 1.0
     assert all(row["correlation"] > 0.99 for row in rows if row["label"] == 0)

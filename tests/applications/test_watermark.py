@@ -25,7 +25,7 @@ from diffinv.applications.watermark import (
     watermark_score,
 )
 from diffinv.cli import app
-from diffinv.inversion import invert_latent
+from diffinv.inversion import invert_sampler
 from diffinv.models.denoiser import Denoiser
 from diffinv.sampler.schedule import make_schedule
 
@@ -80,8 +80,8 @@ def test_detect_through_sampling_and_inversion(pipe):
     from diffinv.sampler.sampling import sample
 
     clean_latent = sample(denoiser, schedule, clean_noise).final
-    recovered_marked = invert_latent(denoiser, schedule, marked.latent).noise
-    recovered_clean = invert_latent(denoiser, schedule, clean_latent).noise
+    recovered_marked = invert_sampler(denoiser, schedule, marked.latent).noise
+    recovered_clean = invert_sampler(denoiser, schedule, clean_latent).noise
     assert distance(recovered_marked, key).max() < distance(recovered_clean, key).min()
     assert p_value(recovered_marked, key).max() < 0.01
 
@@ -167,7 +167,9 @@ def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
     result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--pipelines", "encoder+exact:anderson=2,sweeps=0"])
     assert result.exit_code == 2 and "sweeps" in result.output  # options are checked before any image is made
     from diffinv.bench.watermark import parse_pipeline
-    assert parse_pipeline("gradient-free+exact:anderson=3,stall=10") == ("gradient-free", "exact", {"anderson": 3, "stall": 10})
+    from diffinv.inversion import Exact
+
+    assert parse_pipeline("gradient-free+exact:anderson=2,stall=10") == ("gradient-free", Exact(anderson=2, stall=10))
     out = tmp_path / "options.json"
     result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "2", "--steps", "3", "--attacks", "clean",
                                  "--pipelines", "encoder+naive,encoder+exact:anderson=2,tol=1e-5", "--json", str(out)])

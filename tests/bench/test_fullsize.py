@@ -101,7 +101,8 @@ def test_every_part_runs_on_a_small_architecture(mini, tmp_path):
         assert set(inversion) == {(2, "diffusers DDIMInverseScheduler loop"), (2, "diffinv naive"),
                                   (3, "diffusers DDIMInverseScheduler loop"), (3, "diffinv naive"), (3, "diffinv exact")}
         naive = inversion[(2, "diffinv naive")]
-        assert naive["nfe"] == inversion[(2, "diffusers DDIMInverseScheduler loop")]["nfe"] == 2 and naive["ratio"] > 0
+        assert naive["nfe"] == inversion[(2, "diffusers DDIMInverseScheduler loop")]["nfe"] == 2
+        assert naive["ratio"] > 0 and naive["cpu_ratio"] > 0 and naive["cpu_seconds"] > 0
         # the same DDIM inversion: float32 agrees to rounding; in bfloat16 both ran the same half network
         assert naive["noise_nmse_to_diffusers"] < (1e-10 if dtype == "float32" else 1e-3)
     table = format_rows(rows)
@@ -110,9 +111,12 @@ def test_every_part_runs_on_a_small_architecture(mini, tmp_path):
 
 def test_a_run_estimated_not_to_fit_is_a_row_that_says_so(mini):
     pipe = build_pipeline(mini, torch.float32, "cpu")
-    rows = decoder_rows(pipe, [1, 2], 1, limit=1, methods=("gradient-free",), progress=False)
-    assert [row["status"] for row in rows] == ["ok", "did not fit", "did not fit"]
+    seen = []
+    rows = decoder_rows(pipe, [1, 2], 1, limit=1, methods=("gradient-free",), progress=False, on_row=seen.append)
+    assert [row["status"] for row in rows] == ["ok", "did not fit", "did not fit"] and seen == rows
     assert rows[1]["note"].startswith("estimated") and "> limit" in rows[1]["note"]
+    only_chunked = decoder_rows(pipe, [2], 1, limit=None, methods=("gradient", "encoder"), chunks=("1",), progress=False)
+    assert [(row["method"], row["frames"], row["chunk"]) for row in only_chunked] == [("gradient", 2, 1), ("encoder", 2, 1)]
 
 
 def test_a_forced_allocation_failure_becomes_a_row(mini, monkeypatch):
@@ -138,6 +142,7 @@ def test_a_flux_skip_from_the_command_line(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--json", "{tmp}"], "is a folder"), (["--models", "sd2.1,sd4"], "unknown model(s) sd4"),
     (["--dtype", "float8"], "unknown dtype"), (["--device", "cuda:7"], "not available"), (["--parts", "all"], "unknown part(s)"),
+    (["--chunks", "2"], "unknown chunk choice(s) 2"), (["--decoder-methods", "adam"], "unknown decoder method 'adam'"),
 ])
 def test_bad_options_fail_in_one_line_before_any_work(tmp_path, monkeypatch, args, message):
     monkeypatch.setattr(fullsize, "build_pipeline", lambda *a, **k: pytest.fail("built a model"))

@@ -89,7 +89,7 @@ def test_resize_option(model_dir, generated, tmp_path):
 @pytest.mark.parametrize(
     "arguments,message",
     [
-        (["generate", "--prompt", "x", "--scheduler", "heun"], "unknown scheduler 'heun'"),
+        (["generate", "--prompt", "x", "--scheduler", "heun3"], "unknown scheduler 'heun3'"),
         (["invert", "IMAGE", "--method", "magic"], "unknown inversion method 'magic'"),
         (["invert", "IMAGE", "--decoder", "magic"], "unknown decoder method 'magic'"),
         (["generate", "--prompt", "x", "--model", "/no/such/folder"], "does not exist"),
@@ -100,7 +100,7 @@ def test_resize_option(model_dir, generated, tmp_path):
         (["generate", "--prompt", "x", "--guidance", "nan"], "guidance must be a finite number >= 0"),
         (["invert", "IMAGE", "--guidance", "-2"], "guidance must be a finite number >= 0"),
         (["invert", "IMAGE", "--method", "exact", "--method-option", "max_iter=abc"],
-         "option max_iter of method 'exact' must be a whole number, got 'abc'"),
+         "option max_iter of inversion method 'exact' must be a whole number, got 'abc'"),
         (["invert", "IMAGE", "--decoder", "gradient-free", "--decoder-option", "lr=fast"],
          "option lr of decoder method 'gradient-free' must be a finite number"),
         (["invert", "IMAGE", "--method", "easyinv", "--method-option", "eta=abc"],

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from diffinv.cli import app
-from diffinv.inversion import METHODS, invert_latent
+from diffinv.inversion import METHODS, invert_sampler
 from diffinv.inversion.driver import run_inversion
 from diffinv.models.denoiser import Denoiser
 from diffinv.sampler.sampling import sample
@@ -55,8 +55,8 @@ class Stiff(torch.nn.Module):
 @pytest.mark.parametrize("guidance", [1.0, 7.5])
 def test_round_trip_is_exact_where_naive_is_not(pipe, name, guidance):
     noise, latent, denoiser, schedule = round_trip(pipe, name, 10, guidance)
-    naive = nmse(invert_latent(denoiser, schedule, latent, "naive").noise, noise)
-    result = invert_latent(denoiser, schedule, latent, "exact", sweeps=3, **FAST)
+    naive = nmse(invert_sampler(denoiser, schedule, latent, "naive").noise, noise)
+    result = invert_sampler(denoiser, schedule, latent, "exact-paper", sweeps=3, **FAST)
     error = nmse(result.noise, noise)
     assert naive > 1e-3  # 10 steps: the naive linearisation error is real
     assert error < 1e-6 and error < naive / 1000
@@ -67,16 +67,16 @@ def test_round_trip_is_exact_where_naive_is_not(pipe, name, guidance):
 @pytest.mark.parametrize("name", ["ddim", "dpm++2m"])
 def test_paper_defaults_forward_step_and_gradient_descent(pipe, name):
     noise, latent, denoiser, schedule = round_trip(pipe, name, 6, 7.5)
-    naive = nmse(invert_latent(denoiser, schedule, latent, "naive").noise, noise)
+    naive = nmse(invert_sampler(denoiser, schedule, latent, "naive").noise, noise)
     for options in ({}, {"solver": "gradient"}):  # the paper's forward step (rho 0.5, warm-up, halving) and GD
-        result = invert_latent(denoiser, schedule, latent, "exact", **options)
+        result = invert_sampler(denoiser, schedule, latent, "exact-paper", **options)
         assert result.converged and max(result.residuals) <= 2.5e-4
         assert nmse(result.noise, noise) < naive / 100
 
 
 def test_sweeps_make_multistep_inversion_more_exact(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 10, 7.5)
-    errors = [nmse(invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, **FAST).noise, noise) for sweeps in (1, 3)]
+    errors = [nmse(invert_sampler(denoiser, schedule, latent, "exact-paper", sweeps=sweeps, **FAST).noise, noise) for sweeps in (1, 3)]
     assert errors[1] < errors[0] / 10
 
 
@@ -88,9 +88,9 @@ def test_sweeps_keep_the_one_whose_noise_regenerates_z0_best(pipe, guidance):
     def regeneration(z):
         return float((sample(denoiser, schedule, z).final - latent).norm() / latent.norm())
 
-    solver = METHODS["exact"](sweeps=3, fine_steps=2, **FAST)
+    solver = METHODS.resolve("exact-paper", dict(sweeps=3, fine_steps=2, **FAST)).build()
     result = run_inversion(denoiser, schedule, latent, solver, "exact")
-    first = invert_latent(denoiser, schedule, latent, "exact", fine_steps=2, **FAST)
+    first = invert_sampler(denoiser, schedule, latent, "exact-paper", fine_steps=2, **FAST)
     errors = [float(e) for e in solver.regeneration]
     assert 1 <= len(errors) <= 3 and (len(errors) == 3 or errors[-1] >= min(errors[:-1]))  # stops when no better
     assert regeneration(result.noise) == pytest.approx(min(errors), rel=1e-3, abs=1e-9)
@@ -104,21 +104,21 @@ def test_multistep_inversion_reports_how_well_its_noise_regenerates_z0(pipe, swe
     # not make the noise a preimage: the result says how well the noise regenerates z_0, and a noise that
     # misses `regeneration_tol` is reported unconverged however small the step residuals.
     noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 10, 7.5)
-    result = invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, fine_steps=2, **FAST)
+    result = invert_sampler(denoiser, schedule, latent, "exact-paper", sweeps=sweeps, fine_steps=2, **FAST)
     measured = float((sample(denoiser, schedule, result.noise).final - latent).norm() / latent.norm())
     assert result.regeneration_error == pytest.approx(measured, rel=1e-3, abs=1e-9)
     assert result.report["regeneration_error"] == result.regeneration_error
     assert result.converged == (max(result.residuals) <= 1e-5 and result.regeneration_error <= 1e-2)
-    strict = invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, fine_steps=2, regeneration_tol=measured / 10, **FAST)
+    strict = invert_sampler(denoiser, schedule, latent, "exact-paper", sweeps=sweeps, fine_steps=2, regeneration_tol=measured / 10, **FAST)
     assert not strict.converged and any("regenerates z_0" in note for note in strict.notes)
     assert torch.allclose(strict.noise, result.noise)  # the check only judges; it changes nothing
-    unchecked = invert_latent(denoiser, schedule, latent, "exact", sweeps=sweeps, fine_steps=2, regeneration_tol=None, **FAST)
+    unchecked = invert_sampler(denoiser, schedule, latent, "exact-paper", sweeps=sweeps, fine_steps=2, regeneration_tol=None, **FAST)
     assert unchecked.regeneration_error is None and "regeneration_error" not in unchecked.report
 
 
 def test_first_order_inversion_has_no_regeneration_check(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 10, 7.5)
-    assert invert_latent(denoiser, schedule, latent, "exact", **FAST).regeneration_error is None
+    assert invert_sampler(denoiser, schedule, latent, "exact-paper", **FAST).regeneration_error is None
 
 
 def test_combine_sweeps_takes_each_latent_from_its_chosen_sweep():
@@ -139,8 +139,8 @@ def test_combine_sweeps_takes_each_latent_from_its_chosen_sweep():
 
 def test_anderson_needs_far_fewer_network_calls(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 10, 7.5)
-    plain = invert_latent(denoiser, schedule, latent, "exact", tol=1e-5)
-    fast = invert_latent(denoiser, schedule, latent, "exact", **FAST)
+    plain = invert_sampler(denoiser, schedule, latent, "exact-paper", tol=1e-5)
+    fast = invert_sampler(denoiser, schedule, latent, "exact-paper", **FAST)
     assert plain.converged and fast.converged
     assert fast.nfe <= plain.nfe / 2
     assert nmse(fast.noise, noise) <= 2 * nmse(plain.noise, noise)
@@ -150,8 +150,8 @@ def test_fixed_point_fails_at_large_guidance_where_exact_does_not(pipe):
     stiff = lambda unet, guided: Stiff(unet, guided)  # noqa: E731
     for guidance in (1.0, 7.5):
         noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 10, guidance, unet=stiff)
-        fixed = invert_latent(denoiser, schedule, latent, "fixed-point", tol=1e-5)
-        exact = invert_latent(denoiser, schedule, latent, "exact", **FAST)
+        fixed = invert_sampler(denoiser, schedule, latent, "fixed-point", tol=1e-5)
+        exact = invert_sampler(denoiser, schedule, latent, "exact-paper", **FAST)
         assert exact.converged and nmse(exact.noise, noise) < 1e-6
         if guidance == 1.0:
             assert fixed.converged and nmse(fixed.noise, noise) < 1e-6
@@ -163,8 +163,8 @@ def test_fixed_point_fails_at_large_guidance_where_exact_does_not(pipe):
 @pytest.mark.parametrize("refine", ["lm", "lm-dense"])
 def test_levenberg_marquardt_finishes_steps_the_first_solver_leaves(pipe, refine):
     noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 5, 7.5)
-    starved = invert_latent(denoiser, schedule, latent, "exact", max_iter=2, tol=3e-6)
-    solver = METHODS["exact"](max_iter=2, tol=3e-6, refine=refine)  # 2 forward steps cannot reach 3e-6 ...
+    starved = invert_sampler(denoiser, schedule, latent, "exact-paper", max_iter=2, tol=3e-6)
+    solver = METHODS.resolve("exact-paper", dict(max_iter=2, tol=3e-6, refine=refine)).build()  # 2 forward steps cannot reach 3e-6 ...
     refined = run_inversion(denoiser, schedule, latent, solver, "exact")
     assert not starved.converged
     assert refined.converged and max(refined.residuals) <= 3e-6  # ... Levenberg-Marquardt then does (float32 floor ~1e-6)
@@ -199,7 +199,7 @@ def test_full_jacobian_matches_forward_mode_products(pipe, guidance):
 
 def test_failure_to_converge_is_reported(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "dpm++2m", 5, 7.5)
-    solver = METHODS["exact"](max_iter=2, tol=1e-9, fine_steps=2)
+    solver = METHODS.resolve("exact-paper", dict(max_iter=2, tol=1e-9, fine_steps=2)).build()
     result = run_inversion(denoiser, schedule, latent, solver, "exact")
     assert not result.converged and result.notes
     assert len(result.residuals) == 5 and all(residual > 1e-9 for residual in result.residuals)
@@ -209,7 +209,7 @@ def test_failure_to_converge_is_reported(pipe):
 
 def test_plateau_stop_saves_network_calls(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 4, 3.0)
-    solver = METHODS["exact"](tol=1e-12, stall=5, anderson=3)  # unreachable in float32: stop on the plateau
+    solver = METHODS.resolve("exact-paper", dict(tol=1e-12, stall=5, anderson=3)).build()  # unreachable in float32: stop on the plateau
     result = run_inversion(denoiser, schedule, latent, solver, "exact")
     assert not result.converged
     # Each step gives up at the float32 floor: on its plateau, or when round-off makes the residual jump from
@@ -222,20 +222,20 @@ def test_plateau_stop_saves_network_calls(pipe):
     ("method", "options", "message"),
     [
         ("exact", {"tollerance": 1e-4}, "unknown option"),
-        ("exact", {"solver": "newton"}, "unknown solver"),
-        ("exact", {"refine": "bfgs"}, "unknown refine"),
+        ("exact", {"solver": "newton"}, "solver of inversion method 'exact' must be one of forward-step, gradient"),
+        ("exact", {"refine": "bfgs"}, "refine of inversion method 'exact' must be one of None, lm, lm-dense"),
         ("exact", {"refine": "lm", "refine_inner": 0}, "refine_inner"),
         ("exact", {"refine": "lm-dense", "refine_iter": 0}, "refine_iter"),
         ("exact", {"max_iter": 0}, "max_iter"),
         ("exact", {"tol": -1.0}, "tol"),
-        ("exact", {"regeneration_tol": 0.0}, "regeneration_tol must be positive"),
-        ("fixed-point", {"regeneration_tol": -1e-2}, "regeneration_tol must be positive"),
+        ("exact", {"regeneration_tol": 0.0}, "regeneration_tol of inversion method 'exact' must be > 0"),
+        ("fixed-point", {"regeneration_tol": -1e-2}, "regeneration_tol of inversion method 'fixed-point' must be > 0"),
         ("fixed-point", {"rho": 0.5}, "unknown option"),
     ],
 )
 def test_bad_options_raise_value_error(method, options, message):
     with pytest.raises(ValueError, match=message):
-        METHODS[method](**options)
+        METHODS.resolve(method, options).build()
 
 
 def test_cli_invert_and_benchmark(model_dir, tmp_path):
@@ -258,7 +258,7 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "magic"])
     assert bad.exit_code == 2 and "unknown inversion method" in bad.output
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "exact-lm:refine=bfgs"])
-    assert bad.exit_code == 2 and "unknown refine" in bad.output
+    assert bad.exit_code == 2 and "refine of inversion method 'exact' must be one of" in bad.output
 
     common = ["--model", str(model_dir), "--prompt", "a red circle", "--scheduler", "dpm++2m", "--steps", "4", "--guidance", "7.5"]
     assert runner.invoke(app, ["generate", *common[:4], "--seed", "1", *common[4:], "--out", str(tmp_path / "gen")]).exit_code == 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMInverseScheduler
 
-from diffinv.inversion import InversionDiverged, check_method_name, invert_latent
+from diffinv.inversion import InversionDiverged, check_method_name, invert_sampler
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import invert
 from diffinv.sampler.sampling import sample
@@ -31,7 +31,7 @@ def test_ddim_inversion_matches_diffusers_inverse_scheduler(pipe, guidance):
     with torch.inference_mode():
         for timestep in inverse.timesteps:
             x = inverse.step(denoiser.output(x, int(timestep)), timestep, x).prev_sample
-    result = invert_latent(denoiser, schedule, latent, "naive")
+    result = invert_sampler(denoiser, schedule, latent, "naive")
     assert (result.noise - x).abs().max() <= 1e-4
 
 
@@ -39,7 +39,7 @@ def test_ddim_inversion_matches_diffusers_inverse_scheduler(pipe, guidance):
 @pytest.mark.parametrize("guidance", [1.0, 7.5])
 def test_naive_round_trip_is_close_but_not_exact(pipe, name, guidance):
     noise, latent, denoiser, schedule = round_trip(pipe, name, 20, guidance)
-    result = invert_latent(denoiser, schedule, latent, "naive", keep_trajectory=True)
+    result = invert_sampler(denoiser, schedule, latent, "naive", keep_trajectory=True)
     error = nmse(result.noise, noise)
     assert 1e-8 < error < 0.05  # the linearisation error is real but small on a smooth random network
     assert result.nfe == 20 and len(result.trajectory) == 21
@@ -51,7 +51,7 @@ def test_more_steps_invert_better(pipe):
     errors = []
     for steps in (10, 50):
         noise, latent, denoiser, schedule = round_trip(pipe, "ddim", steps, 7.5)
-        errors.append(nmse(invert_latent(denoiser, schedule, latent).noise, noise))
+        errors.append(nmse(invert_sampler(denoiser, schedule, latent).noise, noise))
     assert errors[1] < errors[0] / 4
 
 
@@ -66,7 +66,7 @@ def test_invert_from_image_batch(pipe):
 def test_blow_up_is_an_error_naming_the_step(pipe):
     noise, latent, denoiser, schedule = round_trip(pipe, "ddim", 5, 7.5)
     with pytest.raises(InversionDiverged, match=r"inverse step 1/5"):
-        invert_latent(denoiser, schedule, latent * float("nan"))
+        invert_sampler(denoiser, schedule, latent * float("nan"))
 
 
 def test_bad_arguments(pipe):

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from diffinv.bench.images import skimage_images, white_images
 from diffinv.bench.methods import resolve_method
 from diffinv.cli import app
-from diffinv.inversion import METHODS, invert_latent
+from diffinv.inversion import METHODS, invert_sampler
 from diffinv.inversion.naive import explicit_step
-from diffinv.inversion.renoise import ReNoise
+from diffinv.inversion.methods import EasyInv, ReNoise
 from diffinv.models.denoiser import Denoiser
 from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import make_schedule, reverse
@@ -33,8 +33,8 @@ def setting(pipe, name="ddim", steps=10, guidance=1.0):
 @pytest.mark.parametrize("name", ["ddim", "dpm++2m"])
 def test_no_renoising_is_naive_exactly(pipe, name):
     denoiser, schedule, _, latent = setting(pipe, name)
-    naive = invert_latent(denoiser, schedule, latent, "naive")
-    renoise = invert_latent(denoiser, schedule, latent, "renoise", renoise_steps=0)
+    naive = invert_sampler(denoiser, schedule, latent, "naive")
+    renoise = invert_sampler(denoiser, schedule, latent, "renoise", renoise_steps=0)
     assert torch.equal(renoise.noise, naive.noise) and renoise.nfe == naive.nfe == 10
 
 
@@ -57,7 +57,7 @@ def test_averaging_as_documented(pipe, average, expected):
     step = reverse(schedule)[5]
     assert step.timestep >= 250
     with torch.inference_mode():
-        outcome = ReNoise(renoise_steps=3, average=average)(denoiser, latent, step, [], 5)
+        outcome = ReNoise(renoise_steps=3, average=average).build()(denoiser, latent, step, [], 5)
         hand = estimates(denoiser, latent, step, 4)
     assert torch.allclose(outcome.latent, expected(hand), atol=1e-6, rtol=0)
     assert outcome.residual == pytest.approx(float((hand[3] - hand[2]).norm() / hand[2].norm()), rel=1e-3)
@@ -66,47 +66,47 @@ def test_averaging_as_documented(pipe, average, expected):
 def test_fewer_iterations_near_the_image(pipe):
     denoiser, schedule, _, latent = setting(pipe)  # leading spacing, 10 steps: timesteps 1, 101, 201 are below 250
     assert sum(step.timestep < 250 for step in schedule.steps) == 3
-    assert invert_latent(denoiser, schedule, latent, "renoise").nfe == 3 * 6 + 7 * 10
-    assert invert_latent(denoiser, schedule, latent, "renoise", early_timestep=0).nfe == 10 * 10
+    assert invert_sampler(denoiser, schedule, latent, "renoise").nfe == 3 * 6 + 7 * 10
+    assert invert_sampler(denoiser, schedule, latent, "renoise", early_timestep=0).nfe == 10 * 10
     denoiser, step = denoiser, reverse(schedule)[0]
     with torch.inference_mode():  # near t = 0: K = 5 and the mean of the first 5 of the 6 estimates
-        outcome = ReNoise()(denoiser, latent, step, [], 0)
+        outcome = ReNoise().build()(denoiser, latent, step, [], 0)
         hand = estimates(denoiser, latent, step, 6)
     assert torch.allclose(outcome.latent, torch.stack(hand[:5]).mean(0), atol=1e-6, rtol=0)
 
 
 def test_renoise_inverts_ddim_closer_than_naive(pipe):
     denoiser, schedule, noise, latent = setting(pipe, steps=10)
-    naive = invert_latent(denoiser, schedule, latent, "naive")
-    renoise = invert_latent(denoiser, schedule, latent, "renoise", early_timestep=0, average=1)
+    naive = invert_sampler(denoiser, schedule, latent, "naive")
+    renoise = invert_sampler(denoiser, schedule, latent, "renoise", early_timestep=0, average=1)
     assert nmse(renoise.noise, noise) < nmse(naive.noise, noise) / 100
     assert len(renoise.residuals) == 10 and max(renoise.residuals) < 1e-3
-    accelerated = invert_latent(denoiser, schedule, latent, "renoise", anderson=2)
+    accelerated = invert_sampler(denoiser, schedule, latent, "renoise", anderson=2)
     assert torch.isfinite(accelerated.noise).all() and accelerated.nfe == renoise.nfe - 12
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"renoise_steps": -1}, "non-negative integer"),
+        ({"renoise_steps": -1}, "renoise_steps of inversion method 'renoise' must be >= 0"),
         ({"renoise_steps": 2.5}, "renoise_steps of inversion method 'renoise' must be a whole number"),
         ({"average": 0}, "at least 1"),
         ({"average": [3, 1]}, "0 <= start < stop"),
-        ({"early_average": "last"}, "count or a pair"),
-        ({"anderson": -2}, "non-negative integer"),
+        ({"early_average": "last"}, "early_average of inversion method 'renoise' must be"),
+        ({"anderson": -2}, "anderson of inversion method 'renoise' must be >= 0"),
         ({"K": 9}, "unknown option"),
     ],
 )
 def test_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
-        METHODS["renoise"](**options)
+        METHODS.resolve("renoise", options)
 
 
 def test_method_specs():
     assert split_specs("naive,easyinv:eta=0.8,order=code,renoise:average=[0,5]") == [
         "naive", "easyinv:eta=0.8,order=code", "renoise:average=[0,5]"]
-    assert resolve_method("easyinv:eta=0.8,window=[0.85,0.95],order=code") == (
-        "easyinv", {"eta": 0.8, "window": [0.85, 0.95], "order": "code"})
+    assert resolve_method("easyinv:eta=0.8,window=[0.85,0.95],order=code") == EasyInv(
+        eta=0.8, window=(0.85, 0.95), order="code")
     with pytest.raises(ValueError, match="unknown option"):
         resolve_method("renoise:steps=3")
     with pytest.raises(ValueError, match="unknown inversion method"):
@@ -154,11 +154,11 @@ def test_reconstruction_benchmark_refuses_bad_input(model_dir, tmp_path):
 
 def test_noise_regularization_is_optional_and_costs_one_call_per_step(pipe):
     denoiser, schedule, noise, latent = setting(pipe, steps=6)
-    plain = invert_latent(denoiser, schedule, latent, "renoise", renoise_steps=2)
-    regularized = invert_latent(denoiser, schedule, latent, "renoise", renoise_steps=2, noise_regularization=True)
-    again = invert_latent(denoiser, schedule, latent, "renoise", renoise_steps=2, noise_regularization=True)
+    plain = invert_sampler(denoiser, schedule, latent, "renoise", renoise_steps=2)
+    regularized = invert_sampler(denoiser, schedule, latent, "renoise", renoise_steps=2, noise_regularization=True)
+    again = invert_sampler(denoiser, schedule, latent, "renoise", renoise_steps=2, noise_regularization=True)
     assert regularized.nfe == plain.nfe + 6
     assert torch.isfinite(regularized.noise).all() and not torch.allclose(regularized.noise, plain.noise)
     assert torch.equal(regularized.noise, again.noise)  # seeded: the same run twice gives the same noise
     with pytest.raises(ValueError, match="true or false"):
-        METHODS["renoise"](noise_regularization="yes")
+        METHODS.resolve("renoise", {"noise_regularization": "yes"})

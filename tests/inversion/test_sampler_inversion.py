@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from diffinv.inversion import invert_latent
+from diffinv.inversion import invert_sampler
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.testing import tiny_sd3_pipeline
 from diffinv.sampler.sampling import sample
@@ -37,36 +37,36 @@ def sd3():
 def test_exact_inversion_beats_naive(pipe, sd3, name, guidance):
     model = sd3 if name == "flow-heun" else pipe
     noise, latent, denoiser, schedule = round_trip(model, name, 10, guidance)
-    naive = invert_latent(denoiser, schedule, latent, "naive")
-    exact = invert_latent(denoiser, schedule, latent, "exact", **EXACT)
-    loose = invert_latent(denoiser, schedule, latent, "exact", **LOOSE)
+    naive = invert_sampler(denoiser, schedule, latent, "naive")
+    exact = invert_sampler(denoiser, schedule, latent, "exact-paper", **EXACT)
+    loose = invert_sampler(denoiser, schedule, latent, "exact-paper", **LOOSE)
     ratio = 100 if guidance == 1.0 else 10
     calls = {"pndm": 11, "heun": 19, "flow-heun": 19}.get(name, 10)
     assert naive.nfe == calls and naive.scheduler == name
     assert exact.converged and max(exact.residuals) <= 1e-6 and len(exact.residuals) == 10
     assert nmse(exact.noise, noise) * ratio < nmse(naive.noise, noise)
     assert nmse(loose.noise, noise) * ratio > nmse(naive.noise, noise)
-    fixed = invert_latent(denoiser, schedule, latent, "fixed-point", tol=1e-6, max_iter=300)
+    fixed = invert_sampler(denoiser, schedule, latent, "fixed-point", tol=1e-6, max_iter=300)
     assert nmse(fixed.noise, noise) < nmse(naive.noise, noise)
 
 
 @pytest.mark.parametrize("name", ["pndm", "unipc", "heun", "deis"])
 def test_easyinv_and_renoise_run_on_every_sampler(pipe, name):
     noise, latent, denoiser, schedule = round_trip(pipe, name, 6, 3.0)
-    naive = invert_latent(denoiser, schedule, latent, "naive")
+    naive = invert_sampler(denoiser, schedule, latent, "naive")
     for method, options in (("easyinv", {}), ("easyinv", {"order": "code"}), ("renoise", {"renoise_steps": 2})):
-        result = invert_latent(denoiser, schedule, latent, method, **options)
+        result = invert_sampler(denoiser, schedule, latent, method, **options)
         assert torch.isfinite(result.noise).all() and nmse(result.noise, noise) < 1.0
-    renoised = invert_latent(denoiser, schedule, latent, "renoise", renoise_steps=0)
+    renoised = invert_sampler(denoiser, schedule, latent, "renoise", renoise_steps=0)
     assert torch.equal(renoised.noise, naive.noise)  # K = 0 is naive inversion, on any sampler
     with pytest.raises(ValueError, match="single-call sampler"):
-        invert_latent(denoiser, schedule, latent, "renoise", noise_regularization=True)
+        invert_sampler(denoiser, schedule, latent, "renoise", noise_regularization=True)
 
 
 def test_heun_naive_inversion_is_heun_run_backwards(pipe):
     """One Heun step inverted naively: the network at the known latent, then at the Euler point towards noise."""
     noise, latent, denoiser, schedule = round_trip(pipe, "heun", 3, 1.0)
-    result = invert_latent(denoiser, schedule, latent, "naive", keep_trajectory=True)
+    result = invert_sampler(denoiser, schedule, latent, "naive", keep_trajectory=True)
     step = schedule.steps[1]  # a two-call step: from its end back to its start
     y = result.trajectory[1]
     with torch.inference_mode():

@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from diffinv.inversion import invert_latent
+from diffinv.inversion import invert_sampler
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.device import OutOfMemory, out_of_memory_hint, resolve_device
 from diffinv.models.testing import tiny_pipeline, tiny_sd3_pipeline
@@ -34,7 +34,7 @@ def _on(pipe, dtype):
 def _invert(pipe, latent, method):
     schedule = pipeline_schedule(pipe, None, 10)
     denoiser = Denoiser.from_pipeline(pipe, PROMPT, 1, 3.0, schedule.prediction_type)
-    return invert_latent(denoiser, schedule, latent.to(denoiser.device), method=method)
+    return invert_sampler(denoiser, schedule, latent.to(denoiser.device), method=method)
 
 
 def test_default_device_is_the_first_gpu():

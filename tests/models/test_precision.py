@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from diffinv.inversion import invert_latent
+from diffinv.inversion import invert_sampler
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.device import HalfPrecisionOverflow
 from diffinv.models.loading import load
@@ -47,7 +47,7 @@ def test_bfloat16_inversion_lands_near_float32(make, method):
     for pipe in (full, half):
         schedule = pipeline_schedule(pipe, None, 10)
         denoiser = Denoiser.from_pipeline(pipe, PROMPT, 1, 3.0, schedule.prediction_type)
-        result = invert_latent(denoiser, schedule, latent, method=method)
+        result = invert_sampler(denoiser, schedule, latent, method=method)
         assert result.noise.dtype == torch.float32 and result.latent.dtype == torch.float32
         noises.append(result.noise)
     assert 0 < nmse(noises[1], noises[0]) < BFLOAT16_NMSE_BOUND
@@ -72,7 +72,7 @@ def test_half_precision_overflow_is_one_error_naming_the_dtype(dtype):
     schedule = pipeline_schedule(pipe, None, 4)
     denoiser = _overflowing(Denoiser.from_pipeline(pipe, PROMPT, 1, 1.0, schedule.prediction_type))
     with pytest.raises(HalfPrecisionOverflow, match=str(dtype).removeprefix("torch.")) as caught:
-        invert_latent(denoiser, schedule, torch.randn(1, 4, 8, 8), method="naive")
+        invert_sampler(denoiser, schedule, torch.randn(1, 4, 8, 8), method="naive")
     assert "\n" not in str(caught.value) and "--dtype float32" in str(caught.value)
     assert isinstance(caught.value, FloatingPointError)  # the CLI's user_errors prints it in one line
 
@@ -82,7 +82,7 @@ def test_float32_overflow_is_left_to_the_solvers():
     schedule = pipeline_schedule(pipe, None, 4)
     denoiser = _overflowing(Denoiser.from_pipeline(pipe, PROMPT, 1, 1.0, schedule.prediction_type))
     with pytest.raises(Exception) as caught:
-        invert_latent(denoiser, schedule, torch.randn(1, 4, 8, 8), method="naive")
+        invert_sampler(denoiser, schedule, torch.randn(1, 4, 8, 8), method="naive")
     assert not isinstance(caught.value, HalfPrecisionOverflow)
 
 

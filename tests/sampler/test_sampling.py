@@ -104,14 +104,14 @@ def test_euler_with_karras_sigmas_and_fractional_timesteps():
 
 def test_euler_inverts_like_ddim(pipe):
     """Euler is DDIM in the sigma parametrisation: on the same timesteps the two sample the same latent."""
-    from diffinv.inversion import invert_latent
+    from diffinv.inversion import invert_sampler
 
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     euler = make_schedule("euler", pipe.scheduler.config, 10)
     denoiser = Denoiser.from_pipeline(pipe, PROMPTS[:1], 1, 1.0, euler.prediction_type)
     latent = sample(denoiser, euler, noise).final
-    naive = invert_latent(denoiser, euler, latent, method="naive")
-    exact = invert_latent(denoiser, euler, latent, method="exact", tol=1e-5, anderson=3)  # above float32 round-off
+    naive = invert_sampler(denoiser, euler, latent, method="naive")
+    exact = invert_sampler(denoiser, euler, latent, method="exact", tol=1e-5, anderson=3)  # above float32 round-off
     naive_error = ((naive.noise - noise).norm() / noise.norm()) ** 2
     exact_error = ((exact.noise - noise).norm() / noise.norm()) ** 2
     assert exact_error < naive_error / 100 and exact.converged

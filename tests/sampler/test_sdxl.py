@@ -69,16 +69,22 @@ def test_load_recognises_sdxl_folders_and_refuses_others(xl, tmp_path):
 
 
 def test_easyinv_takes_the_sdxl_preset_on_sdxl(xl, pipe):
-    from diffinv.inversion.easyinv import PRESETS, EasyInv
-    from diffinv.models.denoiser import Denoiser
+    from diffinv.inversion.easyinv import PRESETS
+    from diffinv.inversion.methods import EasyInv
+    from diffinv.models.denoiser import Denoiser, model_family
+    from diffinv.models.testing import tiny_flux_pipeline, tiny_sd3_pipeline
     from diffinv.sampler.schedule import make_schedule
 
-    for model, preset in ((xl, "sdxl"), (pipe, "sd")):
-        solver = EasyInv()
-        denoiser = Denoiser.from_pipeline(model, "a red circle", 1, 1.0, "epsilon")
-        solver.prepare(denoiser, make_schedule("ddim", model.scheduler.config, 10), torch.zeros(1, 4, 8, 8))
+    sd3, flux = tiny_sd3_pipeline(), tiny_flux_pipeline()
+    assert [model_family(model) for model in (pipe, xl, sd3, flux)] == ["sd", "sdxl", "sd3", "flux"]
+    # the preset follows the model family: SD3 and Flux have pooled embeddings too, but they are not SDXL
+    for model, preset in ((xl, "sdxl"), (pipe, "sd"), (sd3, "sd"), (flux, "sd")):
+        solver = EasyInv().build()
+        denoiser = Denoiser.from_pipeline(model, "a red circle", 1, 1.0, model.scheduler.config.get("prediction_type", "flow"))
+        assert denoiser.family == model_family(model)
+        solver.prepare(denoiser, make_schedule("ddim", xl.scheduler.config, 10), torch.zeros(1, 4, 8, 8))
         assert (solver.eta, solver.window) == PRESETS[preset]
-    pinned = EasyInv(preset="sd")
+    pinned = EasyInv(preset="sd").build()
     pinned.prepare(Denoiser.from_pipeline(xl, "x", 1, 1.0, "epsilon"), make_schedule("ddim", xl.scheduler.config, 10),
                    torch.zeros(1, 4, 8, 8))
     assert (pinned.eta, pinned.window) == PRESETS["sd"]

@@ -14,6 +14,7 @@ from diffinv.utils.config import Config, Registry, bounded
 @dataclass(frozen=True, kw_only=True)
 class Toy(Config):
     name = "toy"
+    kind = "toy method"
     steps: int = bounded(10, min=1)
     rate: float = bounded(0.5, above=0.0, below=1.0)
     stop: float | None = bounded(None, min=0.0)
@@ -33,15 +34,15 @@ def test_text_is_read_by_the_field_type():
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"steps": 0}, r"option steps of 'toy' must be >= 1, got 0"),
-    ({"rate": 1.0}, r"option rate of 'toy' must be in \(0, 1\), got 1.0"),
-    ({"rate": "fast"}, r"option rate of 'toy' must be a finite number, got 'fast'"),
-    ({"rate": float("nan")}, r"option rate of 'toy' must be a finite number"),
-    ({"steps": 2.5}, r"option steps of 'toy' must be a whole number"),
-    ({"verbose": 1}, r"option verbose of 'toy' must be true or false"),
-    ({"rule": "medium"}, r"option rule of 'toy' must be one of fast, slow"),
-    ({"window": [0, -1]}, r"option window of 'toy' must be >= 0"),
-    ({"speed": 1}, r"unknown option\(s\) speed for 'toy'; accepted: steps, rate, stop, rule, window, verbose"),
+    ({"steps": 0}, r"option steps of toy method 'toy' must be >= 1, got 0"),
+    ({"rate": 1.0}, r"option rate of toy method 'toy' must be in \(0, 1\), got 1.0"),
+    ({"rate": "fast"}, r"option rate of toy method 'toy' must be a finite number, got 'fast'"),
+    ({"rate": float("nan")}, r"option rate of toy method 'toy' must be a finite number"),
+    ({"steps": 2.5}, r"option steps of toy method 'toy' must be a whole number"),
+    ({"verbose": 1}, r"option verbose of toy method 'toy' must be true or false"),
+    ({"rule": "medium"}, r"option rule of toy method 'toy' must be one of fast, slow"),
+    ({"window": [0, -1]}, r"option window of toy method 'toy' must be >= 0"),
+    ({"speed": 1}, r"unknown option\(s\) speed for toy method 'toy'; accepted: steps, rate, stop, rule, window, verbose"),
 ])
 def test_every_option_error_names_the_option(options, message):
     with pytest.raises(ValueError, match=message):

@@ -49,6 +49,7 @@ class PromptToPrompt(Config):
     maps for the first part of the steps. Defaults: the paper's word-swap notebook."""
 
     name = "prompt-to-prompt"
+    kind = "editing mode"
     cross_fraction: float = bounded(0.8, min=0.0, max=1.0, help="share of the steps with injected cross-attention maps")
     self_fraction: float = bounded(0.4, min=0.0, max=1.0, help="share of the steps with injected self-attention maps")
     local_blend: float | None = bounded(None, above=0.0, below=1.0,
@@ -61,6 +62,7 @@ class DiffEdit(Config):
     prompts, and the source branch's latent kept outside it. Defaults: diffusers' implementation."""
 
     name = "diffedit"
+    kind = "editing mode"
     strength: float = bounded(0.5, min=0.0, max=1.0, help="noise level the mask is estimated at (share of the schedule)")
     draws: int = bounded(10, min=1, help="noise draws averaged for the mask")
     clamp_ratio: float = bounded(3.0, above=0.0, help="the difference is clamped at this multiple of its mean")

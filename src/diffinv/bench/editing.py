@@ -30,7 +30,7 @@ from diffinv.applications.editing import edit as run_edit
 from diffinv.bench.images import skimage_images
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table
-from diffinv.inversion import InversionResult
+from diffinv.inversion import METHODS, InversionResult
 from diffinv.pipeline import default_image_side, generate, seeded_noise
 from diffinv.bench.scenes import COLORS, SHAPES, caption, read_scene, shape_region
 from diffinv.utils.images import tensor_to_pil
@@ -99,10 +99,10 @@ def _row(result, inputs: torch.Tensor, background: torch.Tensor, success: float 
 def _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, mask, inversion=None, **settings):
     """(mode spec, result) for every mode for one method from one inversion (each result's NFE and seconds
     include it); a given `inversion` (the true noise) is used as it is."""
-    method, options = ("naive", {}) if label == TRUE_NOISE else resolve_method(label, tol)
+    method = METHODS.resolve("naive") if label == TRUE_NOISE else resolve_method(label, tol)
     for spec in modes:
         result = run_edit(pipe, inputs, sources, targets, method=method, decoder=decoder, mode=EDIT_MODES.resolve(spec),
-                          mask=mask, method_options=options, inversion=inversion, **settings)
+                          mask=mask, inversion=inversion, **settings)
         inversion = result.inversion
         yield spec, result
 

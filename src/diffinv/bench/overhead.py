@@ -1,7 +1,7 @@
 """What diffinv adds around the network: its naive DDIM inversion against a plain diffusers loop.
 
 Both invert the same z_0 of the same model with the same prompt embeddings and guidance: diffinv through
-`invert_latent(method="naive")` (its step function, NFE counting, checks and measurement), diffusers through
+`invert_sampler(method="naive")` (its step function, NFE counting, checks and measurement), diffusers through
 `DDIMInverseScheduler.step` in a bare loop over its timesteps calling the UNet. They alternate `repeats`
 times in one process so machine noise hits both alike; the row reports each one's median wall time, the
 ratio, and how far apart their recovered noises are.
@@ -17,7 +17,7 @@ import torch
 from diffusers import DDIMInverseScheduler
 
 from diffinv.bench.tables import Column, format_table
-from diffinv.inversion import invert_latent
+from diffinv.inversion import invert_sampler
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import generate
 from diffinv.sampler.schedule import make_schedule
@@ -59,7 +59,7 @@ def run_overhead_benchmark(pipe, steps: int = 50, guidance: float = 1.0, batch: 
     ours, theirs = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = invert_latent(denoiser, schedule, made.latent, method="naive")
+        result = invert_sampler(denoiser, schedule, made.latent, method="naive")
         ours.append(time.perf_counter() - start)
         start = time.perf_counter()
         reference = diffusers_inversion(pipe, made.latent, denoiser.embeds, steps, guidance)

@@ -29,8 +29,7 @@ from typing import Any
 import torch
 
 from diffinv.bench.scenes import caption, heldout_combos
-from diffinv.inversion import invert_latent
-from diffinv.inversion.exact import make_exact
+from diffinv.inversion import METHODS, invert_sampler
 from diffinv.inversion.naive import explicit_step
 from diffinv.inversion.step_problem import StepProblem
 from diffinv.models.denoiser import Denoiser
@@ -138,7 +137,8 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
              "unconditional": Denoiser.from_pipeline(pipe, [""] * trajectories, trajectories, 1.0, kind)} if split else {}
     rows: list[dict[str, Any]] = []
     count = len(schedule.steps)
-    solver = make_exact(anderson=3, tol=SOLVE_TOL, stall=100, max_iter=500) if solve else None
+    solver = (METHODS.resolve("exact-paper", {"anderson": 3, "tol": SOLVE_TOL, "stall": 100, "max_iter": 500}).build()
+              if solve else None)
     for index in sorted(set(range(first)) | set(range(count - last, count))):
         step = schedule.steps[index]
         history = tuple(step_history(step, path.data_predictions[:index]))
@@ -172,7 +172,7 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
             rows.append(row)
     if inversion:
         for method, options in (("naive", {}), ("exact", exact_options or {"anderson": 3})):
-            result = invert_latent(denoiser, schedule, path.final, method=method, **options)
+            result = invert_sampler(denoiser, schedule, path.final, method=method, **options)
             for i in range(trajectories):
                 rows.append({"prompt": prompts[i], "seed": i, "guidance": guidance, "method": method,
                              "noise_nmse": nmse(result.noise[i], noise[i]), "converged": result.converged})

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from diffinv.bench.images import BenchImage
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table, write_rows
-from diffinv.inversion import METHODS, InversionDiverged, invert_latent
+from diffinv.inversion import METHODS, InversionDiverged, invert_sampler
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, network_of
 from diffinv.pipeline import pipeline_schedule
@@ -116,7 +116,7 @@ def run_reconstruction_benchmark(
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     specs = list(methods) if methods else default_methods()
-    parsed = [(spec, *resolve_method(spec)) for spec in specs]
+    parsed = [(spec, resolve_method(spec)) for spec in specs]
     schedule = pipeline_schedule(pipe, scheduler, steps)
     autoencoder = Autoencoder.from_pipeline(pipe)
     device = network_of(pipe).device
@@ -137,11 +137,11 @@ def run_reconstruction_benchmark(
         common = {**base, "prompt": text, "image": item.name, "set": item.group, "image_mean": _pixel_mean(x)}
         rows.append(_scored({**common, "method": AUTOENCODER, "nfe": 0, "seconds": None, "peak_memory_bytes": None, "converged": True}, decoded, x, lpips_metric))
         bar.update(1)
-        for spec, name, options in parsed:
+        for spec, method in parsed:
             bar.set_postfix_str(f"{item.name} {spec}")
             row = {**common, "method": spec}
             try:
-                runs = [invert_latent(denoiser, schedule, latent, name, **options) for _ in range(repeats)]
+                runs = [invert_sampler(denoiser, schedule, latent, method) for _ in range(repeats)]
                 result = min(runs, key=lambda run: run.seconds)
                 with torch.inference_mode():
                     regenerated = sample(denoiser, schedule, result.noise).final

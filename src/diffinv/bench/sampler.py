@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table
 from diffinv.decoder import invert_decoder
-from diffinv.inversion import InversionDiverged, InversionResult, invert_latent
+from diffinv.inversion import InversionDiverged, InversionResult, invert_sampler
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser
 from diffinv.pipeline import decode, pipeline_schedule, seeded_noise
@@ -111,11 +111,11 @@ def run_sampler_benchmark(
         for source in sources:
             inputs, decoded = starts[source]
             for label in methods:
-                method, options = resolved[label]
+                method = resolved[label]
                 results: list[InversionResult | None] = []
                 for denoiser, start, stage in zip(denoisers, inputs, decoded):
                     try:
-                        result = invert_latent(denoiser, schedule, start, method, **options)
+                        result = invert_sampler(denoiser, schedule, start, method)
                     except InversionDiverged:
                         result = None
                     if result is not None and stage is not None:
@@ -126,7 +126,7 @@ def run_sampler_benchmark(
                     "method": label, "decoder": decoder if source == "image" else None, "scheduler": name,
                     "steps": steps, "guidance": float(guidance), "dtype": str(denoisers[0].dtype).removeprefix("torch."),
                     "image": source == "image", "source": source, "n": n, "prompts": chosen,
-                    "options": ",".join(f"{key}={value}" for key, value in options.items()),
+                    "options": method.label().partition(":")[2],
                     **_summary(results, noises, latents),
                 })
                 bar.update()

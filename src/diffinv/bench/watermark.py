@@ -30,6 +30,7 @@ from diffinv.applications.watermark import (
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import format_table
 from diffinv.decoder import check_decoder_name
+from diffinv.inversion import Method
 from diffinv.pipeline import generate, invert, latent_shape, seeded_noise
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.metrics import auc, tpr_at_fpr
@@ -48,13 +49,12 @@ COLUMNS = [
 ]
 
 
-def parse_pipeline(spec: str) -> tuple[str, str, dict[str, Any]]:
-    """ "decoder+method" or "decoder+method:key=value,..." -> (decoder, method, method options), all checked."""
+def parse_pipeline(spec: str) -> tuple[str, Method]:
+    """ "decoder+method" or "decoder+method:key=value,..." -> (decoder, method configuration), both checked."""
     decoder, plus, method_spec = spec.partition("+")
     if not plus:
         raise ValueError(f"inversion pipeline {spec!r} is not DECODER+METHOD (e.g. gradient-free+exact)")
-    method, options = resolve_method(method_spec)
-    return check_decoder_name(decoder), method, options
+    return check_decoder_name(decoder), resolve_method(method_spec)
 
 
 @dataclass
@@ -120,9 +120,9 @@ def run_watermark_benchmark(
         # Image i of every class gets the same draw of a random attack (crop window, noise, brightness factor).
         attacked = torch.stack([pil_to_tensor(apply_attack(image, attack, seed=seed + index % n))
                                 for index, image in enumerate(tensor_to_pil(data.images))])
-        for spec, (decoder, method, options) in zip(pipelines, parsed):
+        for spec, (decoder, method) in zip(pipelines, parsed):
             result = invert(pipe, attacked, prompt=inversion_prompt, scheduler=scheduler, steps=steps,
-                            guidance=inversion_guidance, method=method, decoder=decoder, method_options=options)
+                            guidance=inversion_guidance, method=method, decoder=decoder)
             noise = result.noise.cpu()
             clean, first = data.key_index == -1, data.key_index == 0
             scores = watermark_score(noise, data.keys[0], score)  # higher = watermarked
@@ -130,7 +130,7 @@ def run_watermark_benchmark(
             predicted = classify(noise[marked], data.keys, score)
             correct = int((predicted == data.key_index[marked]).sum())
             rows.append({
-                "attack": attack, "pipeline": spec, "decoder": decoder, "method": method, "scheduler": result.scheduler,
+                "attack": attack, "pipeline": spec, "decoder": decoder, "method": method.name, "method_config": method.as_dict(), "scheduler": result.scheduler,
                 "steps": steps, "guidance": inversion_guidance, "generation_guidance": generation_guidance, "known_prompt": known_prompt, "n": n,
                 "score": score, "radius": data.keys[0].radius, "default_radius": default_radius(data.keys[0].mask.shape[-2]),
                 "auc": auc(scores[first].tolist(), scores[clean].tolist()),

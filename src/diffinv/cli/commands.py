@@ -102,10 +102,10 @@ def invert(
         from diffinv.utils.outputs import check_writable, load_tensor, save_tensor, staged_folder, write_json
 
         check_writable(out)
-        check_names(scheduler, method, decoder, guidance)
+        method_options, decoder_options = parse_options(method_option), parse_options(decoder_option)
+        check_names(scheduler, method, decoder, guidance, method_options)
         if bool(images) == (latent is not None):
             raise ValueError("give image files or --latent, not both and not neither")
-        method_options, decoder_options = parse_options(method_option), parse_options(decoder_option)
         if images and is_dataset(images):
             if reference is not None:
                 raise ValueError("--reference compares one generated image; it does not apply to a dataset")

@@ -43,7 +43,7 @@ app.add_typer(watermark_app, name="watermark")
 MODEL_HELP = "'tiny' (bundled), a local diffusers folder, or a hub id"
 #: The repeatable KEY=VALUE options of every command that inverts (`--method-option`, `--decoder-option`).
 MethodOptions = Annotated[Optional[list[str]], typer.Option("--method-option", help="KEY=VALUE for the method, repeatable")]
-DecoderOptions = Annotated[Optional[list[str]], typer.Option("--decoder-option", help="KEY=VALUE for the decoder, repeatable")]
+DecoderOptions = Annotated[Optional[list[str]], typer.Option("--decoder-option", help="KEY=VALUE for the decoder, repeatable: iterations=300, clipped=false for a float image that was never clipped to [-1, 1], progress=false to hide its bar (docs/decoder-inversion.md)")]
 
 
 def writable_file(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
@@ -142,15 +142,17 @@ def save_images(folder: Path, images, stem: str) -> None:
         image.save(folder / name)
 
 
-def check_names(scheduler: str, method: str, decoder: str, guidance: float = 1.0) -> None:
-    """Refuse unknown scheduler, method or decoder names and an unusable guidance before any model is loaded."""
+def check_names(scheduler: str, method: str, decoder: str, guidance: float = 1.0,
+                method_options: dict[str, Any] | None = None) -> None:
+    """Refuse unknown scheduler, method or decoder names, bad method options and an unusable guidance before
+    any model is loaded."""
     from diffinv.decoder import check_decoder_name
-    from diffinv.inversion import check_method_name
+    from diffinv.inversion import METHODS
     from diffinv.models.denoiser import check_guidance
     from diffinv.sampler.schedule import check_scheduler_name
 
     check_scheduler_name(scheduler)
-    check_method_name(method)
+    METHODS.resolve(method, method_options)
     check_decoder_name(decoder)
     check_guidance(guidance)
 

@@ -53,11 +53,11 @@ def edit(
         from diffinv.utils.outputs import check_writable, staged_folder, write_json
 
         check_writable(out)
-        check_names(scheduler, method, decoder, guidance)
         if not target_prompt.strip():
             raise ValueError("the target prompt is empty: say what the edited image should show")
         options = {name: parse_options(items, f" of --{name.replace('_', '-')}") for name, items in
                    (("method_option", method_option), ("decoder_option", decoder_option), ("mode_option", mode_option))}
+        check_names(scheduler, method, decoder, guidance, options["method_option"])
         mode_config = EDIT_MODES.resolve(mode, options["mode_option"])  # bad modes and options refused before loading
         user_mask = load_mask(mask) if mask is not None else None
         pipe = load(model, dtype=dtype)

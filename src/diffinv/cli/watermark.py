@@ -99,7 +99,7 @@ def watermark_detect(
         from diffinv.utils.images import pil_to_tensor, tensor_to_pil
         from diffinv.utils.outputs import check_writable
 
-        check_names(scheduler, method, decoder, guidance)
+        check_names(scheduler, method, decoder, guidance, parse_options(method_option))
         check_attack(attack)
         check_score(score)
         keys = [WatermarkKey.load(path) for path in key]

@@ -47,7 +47,8 @@ class StepOutcome:
 #: may also have a `prepare(denoiser, schedule, latent)` method; the driver calls it inside the measured
 #: block, so its network calls, time and memory count. One whose steps do not solve the sampler's own equations
 #: exactly may have a `check(denoiser, schedule, latent, noise) -> Regeneration | None`, run after the last step
-#: (also measured): a failed check marks the result unconverged, with a note.
+#: (also measured): a failed check marks the result unconverged, with a note. A solver's `log`, a list of one
+#: dict per solved step, goes to the result's `step_log`.
 StepSolver = Callable[[Denoiser, torch.Tensor, Step, list[tuple[Point, torch.Tensor]], int], StepOutcome]
 
 
@@ -62,11 +63,6 @@ class Regeneration:
     @property
     def ok(self) -> bool:
         return self.error <= self.allowed
-
-
-def relative_residual(estimate: torch.Tensor, target: torch.Tensor) -> float:
-    """||estimate - target|| / ||target||, the per-step residual every method reports."""
-    return float((estimate - target).norm() / target.norm().clamp_min(1e-12))
 
 
 def check_finite(latent: torch.Tensor, step: Step, position: int, total: int) -> None:
@@ -143,4 +139,5 @@ def run_inversion(
         notes=notes,
         trajectory=trajectory if keep_trajectory else [],
         regeneration_error=None if regeneration is None else regeneration.error,
+        step_log=list(getattr(solve_step, "log", [])),
     )

@@ -23,8 +23,6 @@ same in both; only where the network is evaluated for the step that starts from 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from diffinv.inversion.driver import StepOutcome
@@ -37,33 +35,20 @@ PRESETS: dict[str, tuple[float, tuple[float, float]]] = {
     "sd": (0.5, (0.05, 0.25)),
     "sdxl": (0.8, (0.85, 0.95)),
 }
-ORDERS = ("paper", "code")
 
 
-def _window(value) -> tuple[float, float]:
-    try:
-        start, end = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"easyinv window must be two fractions (start, end), got {value!r}") from None
-    if not (0.0 <= start <= end <= 1.0):
-        raise ValueError(f"easyinv window must satisfy 0 <= start <= end <= 1, got ({start}, {end})")
-    return start, end
+class EasyInvStep:
+    """`StepSolver` of EasyInv: naive inverse steps, the latents inside the window blended with their predecessor.
 
-
-class EasyInv:
-    """`StepSolver` of EasyInv: naive inverse steps, the latents inside the window blended with their predecessor."""
+    Built by the `diffinv.inversion.methods.EasyInv` configuration, which checks the values."""
 
     def __init__(
         self,
         eta: float | None = None,
-        window: tuple[float, float] | list[float] | None = None,
+        window: tuple[float, float] | None = None,
         order: str = "paper",
         preset: str | None = None,
     ) -> None:
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"unknown easyinv preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        if order not in ORDERS:
-            raise ValueError(f"unknown easyinv order {order!r}; choose one of {', '.join(ORDERS)}")
         self.preset, self._eta_given, self._window_given = preset, eta, window
         self.configure(preset or "sd")
         self.order = order
@@ -74,9 +59,8 @@ class EasyInv:
         """Take the preset's eta and window, except where they were given."""
         preset_eta, preset_window = PRESETS[preset]
         self.eta = float(preset_eta if self._eta_given is None else self._eta_given)
-        if not (math.isfinite(self.eta) and 0.0 <= self.eta <= 1.0):
-            raise ValueError(f"easyinv eta must be in [0, 1], got {self._eta_given!r}")
-        self.window = _window(preset_window if self._window_given is None else self._window_given)
+        start, end = preset_window if self._window_given is None else self._window_given
+        self.window = (float(start), float(end))
 
     def blended(self, total: int) -> list[int]:
         """Indices i of the latents z_i that are blended in an inversion of `total` steps (z_0 is the clean one)."""
@@ -87,9 +71,9 @@ class EasyInv:
 
     def prepare(self, denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor) -> None:
         """Learn the number of steps (the window is a fraction of it) and forget any earlier run; with no
-        preset given, an SDXL model (its denoiser has added conditioning) gets the authors' SDXL preset."""
+        preset given, an SDXL model gets the authors' SDXL preset and every other family their SD preset."""
         if self.preset is None:
-            self.configure("sdxl" if denoiser.added is not None else "sd")
+            self.configure("sdxl" if denoiser.family == "sdxl" else "sd")
         self.total = len(schedule)
         self._blended = set(self.blended(self.total))
         self._previous = None
@@ -103,7 +87,7 @@ class EasyInv:
     ) -> StepOutcome:
         """One naive inverse step (any sampler's), its result or its start blended inside the window."""
         if self.total is None:
-            raise RuntimeError("EasyInv.prepare() must run before the steps (run it through invert_latent)")
+            raise RuntimeError("EasyInvStep.prepare() must run before the steps (run it through invert_sampler)")
         if self.order == "paper":
             latent, prediction, record = inverse_step(denoiser, x, step, history)
             if position + 1 in self._blended:

@@ -29,10 +29,11 @@ the records chain as in sampling), and each step is solved against those records
 over the latents the last sweep solved, and the sweeps stop as for DPM-Solver++ (below). Steps that read
 nothing (Heun's) are solved in one pass.
 
-Beyond the paper (all off by default, so the defaults are the paper's): Anderson acceleration
-(`anderson=m`), a per-step tolerance relative to the latent's norm (`tol`; the paper stops on an
-absolute threshold, sum of squares < 1e-3 on SD's 4x64x64 latents, i.e. about 2.5e-4 relative), and
-a plateau stop (`stall=n`: give up a step once its residual has not fallen by 1% in n iterations).
+Beyond the paper: Anderson acceleration (`anderson=m`), a per-step tolerance relative to the latent's
+norm (`tol`; the paper stops on an absolute threshold, sum of squares < 1e-3 on SD's 4x64x64 latents,
+i.e. about 2.5e-4 relative), and a plateau stop (`stall=n`: give up a step once its residual has not
+fallen by 1% in n iterations). The options and their defaults are the `Exact` and `FixedPoint`
+configurations' (`diffinv.inversion.methods`); the paper's settings are the `exact-paper` preset.
 Every step's final relative residual ||Phi(x_s) - x_t|| / ||x_t|| goes to the result; a step that
 misses its tolerance marks the result `converged=False`.
 """
@@ -53,73 +54,9 @@ from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point
 from diffinv.sampler.schedule import Schedule, Step
 from diffinv.sampler.solvers import Record, update
-from diffinv.utils.specs import check_option_types
 
 #: Relative per-step tolerance that matches the paper's absolute threshold on SD latents (see module doc).
 PAPER_TOL = 2.5e-4
-
-SOLVERS = ("forward-step", "gradient")
-
-#: Options of method "exact" and their defaults (Hong et al.'s code: 500 iterations, rho 0.5, warm-up 20,
-#: halving with patience 20, 10 fine naive sub-steps per interval for the higher-order terms).
-EXACT_OPTIONS: dict[str, Any] = {
-    "solver": "forward-step",
-    "rho": 0.5,
-    "warmup": None,
-    "factor": 0.5,
-    "patience": 20,
-    "max_iter": 500,
-    "tol": PAPER_TOL,
-    "anderson": 0,
-    "stall": None,
-    "fine_steps": 10,
-    "sweeps": 1,
-    "refine": None,
-    "refine_iter": 10,
-    "refine_inner": 50,
-    "regeneration_tol": 1e-2,
-}
-
-#: None, matrix-free Levenberg-Marquardt, or Levenberg-Marquardt with full Jacobians (small latents).
-REFINERS = (None, "lm", "lm-dense")
-
-#: Options of method "fixed-point" (plain fixed-point iteration, optionally Anderson-accelerated or averaged).
-FIXED_POINT_OPTIONS: dict[str, Any] = {
-    "max_iter": 500,
-    "tol": PAPER_TOL,
-    "anderson": 0,
-    "average": False,
-    "stall": 50,
-    "fine_steps": 10,
-    "regeneration_tol": 1e-2,
-}
-
-
-def resolve_options(method: str, defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Defaults overridden by `options`; unknown names or bad values raise ValueError."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for method {method!r}; accepted: {', '.join(defaults)}")
-    check_option_types(f"method {method!r}", {**defaults, "rho": 0.5, "tol": PAPER_TOL, "warmup": 0, "stall": 0}, options)
-    resolved = {**defaults, **options}
-    if resolved.get("solver", SOLVERS[0]) not in SOLVERS:
-        raise ValueError(f"unknown solver {resolved['solver']!r} for method {method!r}; choose one of {', '.join(SOLVERS)}")
-    if resolved.get("refine") not in REFINERS:
-        raise ValueError(f"unknown refine {resolved['refine']!r} for method {method!r}; choose lm or lm-dense, or leave it unset")
-    for name in ("max_iter", "fine_steps", "sweeps", "refine_iter", "refine_inner"):
-        if name not in resolved:
-            continue
-        if int(resolved[name]) < 1:
-            raise ValueError(f"option {name} must be at least 1, got {resolved[name]}")
-    if int(resolved["anderson"]) < 0:
-        raise ValueError(f"option anderson must be >= 0, got {resolved['anderson']}")
-    for name in ("tol", "regeneration_tol"):
-        if resolved.get(name) is not None and float(resolved[name]) <= 0:
-            raise ValueError(f"option {name} must be positive, got {resolved[name]}")
-    if "rho" in resolved and float(resolved["rho"]) <= 0:
-        raise ValueError(f"option rho must be positive, got {resolved['rho']}")
-    return resolved
-
 
 class ImplicitInversion:
     """`StepSolver` that solves each inverse step's implicit equation (see the module docstring).
@@ -151,6 +88,18 @@ class ImplicitInversion:
         self.solved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.sweep: int | None = None  # the sweep `prepare` is running, if any
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget any earlier run (`prepare` starts each run with it)."""
+        self.log, self.solved, self.previous = [], {}, None
+        #: the best sweep's step outcomes, replayed by the driver's pass (None: steps are solved in that pass).
+        self.replay: list[StepOutcome] | None = None
+        self.outcomes: list[StepOutcome] = []
+        #: per sweep, each latent's relative error of regenerating z_0 from that sweep's noise.
+        self.regeneration: list[torch.Tensor] = []
+        self.records: dict[int, Record] = {}
+        self.estimates: list[torch.Tensor] | None = None
 
     def prepare(self, denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor) -> None:
         """Remember the sampling schedule; with `sweeps` > 1 and a multistep sampler, run the sweeps (whole
@@ -161,13 +110,8 @@ class ImplicitInversion:
         z_0 no better than the best so far, and the driver's pass replays the best: on a sampler whose
         multistep chain amplifies errors, later sweeps can converge step by step to a noise farther from z_0's
         preimage than the first one's."""
-        self.schedule, self.log, self.solved, self.previous = schedule, [], {}, None
-        self.replay: list[StepOutcome] | None = None
-        self.outcomes: list[StepOutcome] = []
-        #: per sweep, each latent's relative error of regenerating z_0 from that sweep's noise.
-        self.regeneration: list[torch.Tensor] = []
-        self.records: dict[int, Record] = {}
-        self.estimates: list[torch.Tensor] | None = None
+        self.schedule = schedule
+        self.reset()
         stepper_memory = any(step.stepper is not None and step.history for step in schedule.steps)
         if not stepper_memory and (self.sweeps <= 1 or all(not step.history for step in schedule.steps)):
             return
@@ -236,7 +180,7 @@ class ImplicitInversion:
         result = self.solve(problem, start)
         self.solved[forward.index] = (result.latent, result.extra)
         self.log.append({
-            "sweep": getattr(self, "sweep", None) or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
+            "sweep": self.sweep or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
             "evaluations": result.evaluations, "nfe": denoiser.nfe - nfe_before, "residual": result.residual,
             "stop": result.stop, "converged": result.converged,
         })
@@ -262,7 +206,7 @@ class ImplicitInversion:
         record: Record = result.extra
         self.solved[forward.index] = (result.latent, record.data)
         self.log.append({
-            "sweep": getattr(self, "sweep", None) or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
+            "sweep": self.sweep or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
             "evaluations": result.evaluations, "nfe": denoiser.nfe - nfe_before, "residual": result.residual,
             "stop": result.stop, "converged": result.converged,
         })
@@ -339,32 +283,3 @@ class ImplicitInversion:
             y, _ = explicit_step(denoiser, y, Step(-1, timestep, previous, point, 1), [])
             previous = point
         return y
-
-
-def _loop_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The iteration-loop settings shared by both methods, typed."""
-    return {
-        "max_iter": int(options["max_iter"]),
-        "tol": None if options["tol"] is None else float(options["tol"]),
-        "anderson": int(options["anderson"]),
-        "stall": None if options["stall"] is None else int(options["stall"]),
-    }
-
-
-def make_exact(**options: Any) -> ImplicitInversion:
-    """Factory of method "exact" (options: `EXACT_OPTIONS`)."""
-    o = resolve_options("exact", EXACT_OPTIONS, options)
-    warmup = o["warmup"] if o["warmup"] is not None else (0 if o["anderson"] else 20)
-    step_size = StepSize(rho=float(o["rho"]), warmup=int(warmup), factor=float(o["factor"]), patience=int(o["patience"]))
-    return ImplicitInversion(
-        solver=o["solver"], fine_steps=o["fine_steps"], sweeps=o["sweeps"], refine=o["refine"],
-        refine_iter=o["refine_iter"], refine_inner=o["refine_inner"], regeneration_tol=o["regeneration_tol"],
-        step_size=step_size, **_loop_options(o)
-    )
-
-
-def make_fixed_point(**options: Any) -> ImplicitInversion:
-    """Factory of method "fixed-point" (options: `FIXED_POINT_OPTIONS`)."""
-    o = resolve_options("fixed-point", FIXED_POINT_OPTIONS, options)
-    return ImplicitInversion(fixed_point=True, fine_steps=o["fine_steps"], average=bool(o["average"]),
-                             regeneration_tol=o["regeneration_tol"], **_loop_options(o))

@@ -43,29 +43,10 @@ from diffinv.models.prediction import predict
 from diffinv.sampler.schedule import Schedule, Step
 from diffinv.sampler.solvers import update
 
-Selection = int | tuple[int, int] | list[int]
-
-
-def _selection(name: str, value: Selection) -> slice:
-    """`average` option -> slice over the estimates (count n: the last n; pair: [start, stop))."""
-    if isinstance(value, bool):
-        raise ValueError(f"renoise {name} must be a count or a pair [start, stop], got {value!r}")
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"renoise {name} must be at least 1, got {value}")
-        return slice(-value, None)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        start, stop = value
-        if not 0 <= start < stop:
-            raise ValueError(f"renoise {name} range must satisfy 0 <= start < stop, got {list(value)}")
-        return slice(start, stop)
-    raise ValueError(f"renoise {name} must be a count or a pair [start, stop], got {value!r}")
-
-
-def _count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"renoise {name} must be a non-negative integer, got {value!r}")
-    return value
+def selection(value: int | tuple[int, ...]) -> slice:
+    """An `average` option (checked by the `ReNoise` configuration) as a slice over the estimates: a count n
+    is the last n, a pair [start, stop) those estimates."""
+    return slice(-value, None) if isinstance(value, int) else slice(value[0], value[1])
 
 
 def mean(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -73,37 +54,17 @@ def mean(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.stack(tensors).mean(dim=0)
 
 
-class ReNoise:
-    """`StepSolver` of ReNoise: K renoising iterations of the explicit step, then the mean of chosen estimates."""
+class ReNoiseStep:
+    """`StepSolver` of ReNoise: K renoising iterations of the explicit step, then the mean of chosen estimates.
 
-    def __init__(
-        self,
-        renoise_steps: int = 9,
-        average: Selection = 2,
-        early_timestep: int = 250,
-        early_renoise_steps: int = 5,
-        early_average: Selection = (0, 5),
-        anderson: int = 0,
-        noise_regularization: bool = False,
-        lambda_kl: float = 0.065,
-        lambda_ac: float = 20.0,
-        regularization_steps: int = 4,
-        ac_rolls: int = 5,
-        seed: int = 0,
-    ) -> None:
-        self.renoise_steps = _count("renoise_steps", renoise_steps)
-        self.early_renoise_steps = _count("early_renoise_steps", early_renoise_steps)
-        self.early_timestep = _count("early_timestep", early_timestep)
-        self.average = _selection("average", average)
-        self.early_average = _selection("early_average", early_average)
-        self.anderson = _count("anderson", anderson)
-        if not isinstance(noise_regularization, bool):
-            raise ValueError(f"renoise noise_regularization must be true or false, got {noise_regularization!r}")
-        self.regularization = (
-            NoiseRegularization(float(lambda_kl), float(lambda_ac), _count("regularization_steps", regularization_steps),
-                                max(1, _count("ac_rolls", ac_rolls)), int(seed))
-            if noise_regularization else None
-        )
+    Built by the `diffinv.inversion.methods.ReNoise` configuration, which checks the values."""
+
+    def __init__(self, renoise_steps: int, average: int | tuple[int, ...], early_timestep: int, early_renoise_steps: int,
+                 early_average: int | tuple[int, ...], anderson: int, regularization: "NoiseRegularization | None") -> None:
+        self.renoise_steps, self.early_renoise_steps, self.early_timestep = renoise_steps, early_renoise_steps, early_timestep
+        self.average, self.early_average = selection(average), selection(early_average)
+        self.anderson = anderson
+        self.regularization = regularization
 
     def prepare(self, denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor) -> None:
         """Keep z_0 and draw the fixed noise of the KL reference (only with noise regularization)."""
@@ -199,7 +160,7 @@ class NoiseRegularization:
     def reference(self, denoiser: Denoiser, step: Step) -> torch.Tensor:
         """The network's noise prediction at z_0 forward-noised to the step's (noisier) end level."""
         if self.latent is None or self.noise is None:
-            raise RuntimeError("ReNoise.prepare() must run before the steps (run it through invert_latent)")
+            raise RuntimeError("ReNoiseStep.prepare() must run before the steps (run it through invert_sampler)")
         noisy = step.end.alpha * self.latent + step.end.sigma * self.noise
         return denoiser.predict(noisy, step.timestep, step.end).noise
 

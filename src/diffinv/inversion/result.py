@@ -26,7 +26,7 @@ class InversionResult:
     guidance: float
     nfe: int = 0
     seconds: float = 0.0
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int | None = None
     residuals: list[float] = field(default_factory=list)
     converged: bool = True
     notes: list[str] = field(default_factory=list)
@@ -42,6 +42,11 @@ class InversionResult:
     #: largest relative error ||S(noise) - z_0|| / ||z_0|| of regenerating z_0 through the sampler S, where the
     #: method checked it (exact inversion of multistep samplers, whose step equations use estimated terms).
     regeneration_error: float | None = None
+    #: the method's whole configuration (`Method.as_dict()`): the run can be repeated from it
+    method_config: dict[str, Any] = field(default_factory=dict)
+    #: per inverse step, what the method logged (exact and fixed-point: order, evaluations, network calls,
+    #: residual, why the iteration stopped)
+    step_log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def report(self) -> dict[str, Any]:
@@ -56,6 +61,8 @@ class InversionResult:
             "peak_memory_bytes": self.peak_memory_bytes,
             "converged": self.converged,
         }
+        if self.method_config:
+            report["method_config"] = self.method_config
         if self.residuals:
             report["max_step_residual"] = max(self.residuals)
             report["step_residuals"] = self.residuals

@@ -73,6 +73,19 @@ def is_sd3(pipe) -> bool:
     return type(getattr(pipe, "transformer", None)).__name__ == "SD3Transformer2DModel"
 
 
+#: The model families diffinv runs, as `model_family` names them.
+FAMILIES = ("sd", "sdxl", "sd3", "flux")
+
+
+def model_family(pipe) -> str:
+    """The pipeline's model family, decided once: "sd" (SD 1.x/2.x), "sdxl", "sd3" or "flux"."""
+    if is_flux(pipe):
+        return "flux"
+    if is_sd3(pipe):
+        return "sd3"
+    return "sdxl" if is_sdxl(pipe) else "sd"
+
+
 def check_guidance(guidance: float) -> float:
     """Return `guidance` if it is a usable classifier-free guidance scale (finite, >= 0), else raise ValueError."""
     if not math.isfinite(float(guidance)) or float(guidance) < 0:
@@ -99,8 +112,13 @@ class Denoiser:
         negative_added: dict[str, torch.Tensor] | None = None,
         text_ids: torch.Tensor | None = None,
         embedded_guidance: bool = False,
+        family: str = "sd",
     ) -> None:
         check_guidance(guidance)
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+        #: "sd", "sdxl", "sd3" or "flux": how the network is called and which presets apply (EasyInv's)
+        self.family = family
         self.network = network
         self.guidance = float(guidance)
         self.prediction_type = prediction_type
@@ -160,13 +178,13 @@ class Denoiser:
                     raise ValueError("Flux takes guidance as a network input; negative prompts (true CFG) are not supported")
                 embeds, pooled, text_ids = pipe.encode_prompt(prompts, None, device=network.device, num_images_per_prompt=1)
                 return cls(network, embeds, None, guidance, prediction_type, {"pooled_projections": pooled},
-                           text_ids=text_ids, embedded_guidance=bool(network.config.guidance_embeds))
+                           text_ids=text_ids, embedded_guidance=bool(network.config.guidance_embeds), family="flux")
             if is_sd3(pipe):
                 positive, negative, pooled, negative_pooled = pipe.encode_prompt(
                     prompts, None, None, device=network.device, num_images_per_prompt=1, do_classifier_free_guidance=guided,
                     negative_prompt=negative_prompt)
                 return cls(network, positive, negative, guidance, prediction_type, {"pooled_projections": pooled},
-                           {"pooled_projections": negative_pooled} if guided else None)
+                           {"pooled_projections": negative_pooled} if guided else None, family="sd3")
             if not is_sdxl(pipe):
                 positive, negative = pipe.encode_prompt(prompts, network.device, 1, guided, negative_prompt=negative_prompt)
                 return cls(network, positive, negative, guidance, prediction_type)
@@ -178,7 +196,7 @@ class Denoiser:
                                               text_encoder_projection_dim=int(pooled.shape[-1])).repeat(batch_size, 1)
         negative_added = {"text_embeds": negative_pooled, "time_ids": time_ids} if guided else None
         return cls(network, positive, negative, guidance, prediction_type, {"text_embeds": pooled, "time_ids": time_ids},
-                   negative_added)
+                   negative_added, family="sdxl")
 
     def repeated(self, count: int) -> "Denoiser":
         """A copy for the latents repeated `count` times along the batch (x.repeat(count, ...)): the prompt
@@ -203,9 +221,9 @@ class Denoiser:
         model_input = x.to(self.device, self.network_dtype)
         if self.guided:
             model_input = torch.cat([model_input, model_input])
-        if self.text_ids is not None:  # Flux: packed latents, timestep / 1000, guidance as an input
+        if self.family == "flux":  # packed latents, timestep / 1000, guidance as an input
             raw = self._flux_output(model_input, timestep)
-        elif self.added is not None and "pooled_projections" in self.added:  # SD3: timesteps as a float batch
+        elif self.family == "sd3":  # timesteps as a float batch
             times = torch.full((model_input.shape[0],), float(timestep), device=self.device, dtype=torch.float32)
             raw = self.network(hidden_states=model_input, timestep=times, encoder_hidden_states=self.embeds,
                                pooled_projections=self.added["pooled_projections"], return_dict=False)[0]

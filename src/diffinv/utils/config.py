@@ -43,12 +43,15 @@ class Config:
 
     #: The name users type for this method (`Registry` keys), set by each subclass.
     name: ClassVar[str] = ""
+    #: What kind of method it is, for messages ("inversion method", "decoder method", "editing mode").
+    kind: ClassVar[str] = "method"
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
+        owner = f"{self.kind} {self.name!r}"
         for spec in dataclasses.fields(self):
-            value = _coerce(self.name, spec.name, hints[spec.name], getattr(self, spec.name))
-            _check_bounds(self.name, spec, value)
+            value = _coerce(owner, spec.name, hints[spec.name], getattr(self, spec.name))
+            _check_bounds(owner, spec, value)
             object.__setattr__(self, spec.name, value)
         self.check()
 
@@ -59,7 +62,8 @@ class Config:
         """A copy with some options changed, checked like a new instance."""
         unknown = sorted(set(changes) - {spec.name for spec in dataclasses.fields(self)})
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} for {self.name!r}; accepted: {', '.join(self.option_names())}")
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for {self.kind} {self.name!r}; "
+                             f"accepted: {', '.join(self.option_names())}")
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -72,7 +76,8 @@ class Config:
         options = {key.replace("-", "_"): value for key, value in (options or {}).items()}
         unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)} for {cls.name!r}; accepted: {', '.join(cls.option_names())}")
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for {cls.kind} {cls.name!r}; "
+                             f"accepted: {', '.join(cls.option_names())}")
         return cls(**options)
 
     def as_dict(self) -> dict[str, Any]:
@@ -114,7 +119,14 @@ class Registry(Generic[_C]):
         return config
 
     def names(self) -> list[str]:
+        """The methods' names (presets not included)."""
         return list(self.classes)
+
+    def __iter__(self):
+        return iter(self.classes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.classes or name in self.presets
 
     def check_name(self, name: str) -> str:
         if name not in self.classes and name not in self.presets:
@@ -153,7 +165,7 @@ def _plain(value: Any) -> Any:
 
 def _coerce(owner: str, field: str, hint: Any, value: Any) -> Any:
     """`value` as the field's type: text read as the type says, ints taken for floats, lists for tuples."""
-    where = f"option {field} of {owner!r}"
+    where = f"option {field} of {owner}"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if isinstance(value, str) and str not in args:
@@ -194,7 +206,7 @@ def _coerce(owner: str, field: str, hint: Any, value: Any) -> Any:
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list like [0, 5], got {value!r}")
+            raise ValueError(f"{where} must be a list of numbers like [0, 5], got {value!r}")
         kind = args[0] if args else Any
         return tuple(_coerce(owner, field, kind, item) for item in value) if kind is not Any else tuple(value)
     return value
@@ -215,7 +227,7 @@ def _check_bounds(owner: str, spec: dataclasses.Field, value: Any) -> None:
     if value is None:
         return
     meta = spec.metadata
-    where = f"option {spec.name} of {owner!r}"
+    where = f"option {spec.name} of {owner}"
     if meta.get("choices") is not None and value not in meta["choices"]:
         raise ValueError(f"{where} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
     numbers = value if isinstance(value, tuple) else (value,)
