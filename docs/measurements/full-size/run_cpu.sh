@@ -22,9 +22,11 @@ run sd21_call_inversion --models sd2.1 --dtype float32 --parts call,inversion --
 run sd21_smoke --models sd2.1 --dtype float32 --parts smoke --memory-limit 12
 run sdxl_smoke_call --models sdxl --dtype float32,bfloat16 --parts smoke,call --memory-limit 12
 run flux --models flux --dtype float32,bfloat16 --memory-limit 12
-run sd21_decoder_f32 --models sd2.1 --dtype float32 --parts decoder --frames 1,4 --iterations 1 --memory-limit 12
-run sd21_decoder_bf16 --models sd2.1 --dtype bfloat16 --parts decoder --frames 1 --iterations 1 --memory-limit 12
-run sd21_inversion_r4 --models sd2.1 --dtype float32 --parts inversion --steps 2 --repeats 4 --memory-limit 12
+run sd21_decoder_f32 --models sd2.1 --dtype float32 --parts decoder --frames 1 --iterations 1 --decoder-methods gradient,gradient-free --memory-limit 12
+run sd21_decoder_bf16 --models sd2.1 --dtype bfloat16 --parts decoder --frames 1 --iterations 1 --decoder-methods gradient,gradient-free --memory-limit 12
+run sd21_inversion_cpu --models sd2.1 --dtype float32 --parts inversion --steps 1 --repeats 3 --memory-limit 12
+run sd21_decoder_f32_4frames --models sd2.1 --dtype float32 --parts decoder --frames 1,4 --iterations 1 --decoder-methods gradient,gradient-free --chunks all,1 --memory-limit 12
 run sd3_smoke_call_bf16 --models sd3 --dtype bfloat16 --parts smoke,call --memory-limit 12
 run sd21_call_inversion_bf16 --models sd2.1 --dtype bfloat16 --parts call,inversion --steps 2 --repeats 2 --memory-limit 12
+run sd21_decoder_all --models sd2.1 --dtype float32,bfloat16 --parts decoder --frames 1,4 --iterations 1 --memory-limit 12
 run sd3_smoke_f32 --models sd3 --dtype float32 --parts smoke --memory-limit 12

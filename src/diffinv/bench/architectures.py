@@ -3,13 +3,15 @@
 Nothing is downloaded: each configuration is written out below, the networks and VAEs are built with
 PyTorch's default initialisation directly in the requested dtype, and the text encoders are one-layer
 random CLIP (and T5) stand-ins of the right output widths. `fit_reason` says, from the parameter count
-(counted on the meta device, nothing allocated), whether a model can fit before it is built.
+(counted on the meta device, nothing allocated), whether a model can fit before it is built; the checks of
+a run's settings (models, parts, chunks, the --json path) are here too, so a bad one fails before any work.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from diffinv.models.tokenizer import build_tokenizer
 
 #: The models `diffinv bench full-size --models` takes (the keys of `SPECS`).
 MODEL_NAMES = ("sd2.1", "sdxl", "sd3", "flux")
+#: The parts of `diffinv bench full-size` (`diffinv.bench.fullsize`).
+PARTS = ("call", "inversion", "decoder", "smoke")
 
 # The published configurations (the config.json files of the hub folders named below), written out.
 SD_VAE = dict(
@@ -246,3 +250,58 @@ def fit_reason(name: str, dtype: torch.dtype, device: torch.device, limit: int |
     label = str(dtype).removeprefix("torch.")
     return (f"does not fit: {sum(counts.values()) / 1e9:.2f}B parameters are {need / 2**30:.1f} GiB in {label}, "
             f"more than {WEIGHT_SHARE:.0%} of the {limit / 2**30:.1f} GiB {where}")
+
+
+# ------------------------------------------------------------------------------------------- run settings
+
+
+def check_json_path(path: str | Path | None) -> None:
+    """Refuse, before any work, a --json path that could not be written."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}."):
+            pass
+        if path.exists():
+            with path.open("a"):
+                pass
+    except OSError as error:
+        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def check_models(names: Sequence[str]) -> list[str]:
+    """The model names, checked against `SPECS`, without repeats."""
+    unknown = [name for name in names if name not in SPECS]
+    if unknown or not names:
+        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SPECS)}")
+    return list(dict.fromkeys(names))
+
+
+def check_chunks(names: Sequence[str]) -> list[str]:
+    """--chunks: "all" (every frame at once) and/or "1" (one frame at a time)."""
+    unknown = [name for name in names if name not in ("all", "1")]
+    if unknown or not names:
+        raise ValueError(f"unknown chunk choice(s) {', '.join(unknown) or '(none)'}; choose all and/or 1")
+    return list(dict.fromkeys(names))
+
+
+def check_parts(names: Sequence[str]) -> list[str]:
+    unknown = [name for name in names if name not in PARTS]
+    if unknown or not names:
+        raise ValueError(f"unknown part(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PARTS)}")
+    return list(dict.fromkeys(names))
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or 'cpu' / 'mps'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type

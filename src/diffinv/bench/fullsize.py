@@ -9,8 +9,8 @@ whether every method runs do.
 Parts, each a list of flat rows:
 - `call`: one guided network call at the native size (seconds, peak memory);
 - `inversion`: diffinv's naive inversion against a bare diffusers `DDIMInverseScheduler` loop making the
-  same UNet calls, alternated, fastest of `repeats` (wall-time ratio); with `full_steps` also a naive and
-  an exact inversion of that many steps;
+  same UNet calls, alternated, fastest of `repeats` (wall-time ratio, and the CPU-time ratio); with
+  `full_steps` also a naive and an exact inversion of that many steps;
 - `decoder`: every decoder-inversion method at 1..N frames, all frames at once and in chunks of 1;
 - `smoke`: every sampler-inversion method for 2 steps and every decoder method for 2 iterations.
 
@@ -22,7 +22,6 @@ resident set before; each row's `memory_source` says which.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,7 +31,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from diffinv.bench.architectures import SPECS, Spec, available_memory, build_pipeline, fit_reason, memory_source
+from diffinv.bench.architectures import (
+    PARTS,
+    SPECS,
+    Spec,
+    available_memory,
+    build_pipeline,
+    check_chunks,
+    check_json_path,
+    check_models,
+    check_parts,
+    device_name,
+    fit_reason,
+    memory_source,
+)
 from diffinv.bench.tables import Column, format_table, write_rows
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, latent_channels, network_of
@@ -40,9 +52,10 @@ from diffinv.models.device import OutOfMemory, is_out_of_memory, out_of_memory_h
 from diffinv.models.loading import parse_dtype
 from diffinv.utils.measure import measure, release_memory
 
-PARTS = ("call", "inversion", "decoder", "smoke")
 PROMPT = "a photo of a cat on a red background"
 GUIDANCE = 7.5
+#: The decoder methods the decoder part runs by default (the paper's comparison and the encoder).
+DECODER_RUN_METHODS = ("encoder", "gradient", "gradient-free", "forward-step")
 
 #: Options that keep the smoke pass to a few network calls per step (it checks that each method runs).
 SMOKE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -107,19 +120,21 @@ def diffusers_inverse_loop(pipe, denoiser: Denoiser, latent: torch.Tensor, steps
     return x, calls
 
 
-def _timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:
+def _timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float, float]:
+    """(work(), wall seconds, this process's CPU seconds): on a shared CPU the second measures the work
+    itself when other processes take turns on the cores."""
     _sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = work()
     _sync(device)
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def inversion_rows(pipe, spec: Spec, side: int, steps: int, repeats: int, full_steps: int = 0,
                    latent: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Naive DDIM inversion by diffinv and by the bare diffusers loop over `steps` steps, alternated `repeats`
     times (fastest of each); with `full_steps`, also naive, exact and the diffusers loop over that many steps."""
-    from diffinv.inversion import invert_latent
+    from diffinv.inversion import invert_sampler
     from diffinv.sampler.schedule import make_schedule
     from diffinv.utils.metrics import nmse
 
@@ -129,36 +144,41 @@ def inversion_rows(pipe, spec: Spec, side: int, steps: int, repeats: int, full_s
         from diffinv.pipeline import pipeline_schedule
 
         schedule = pipeline_schedule(pipe, None, steps, tuple(z0.shape[-2:]))
-        result, seconds = _timed(denoiser.device, lambda: invert_latent(denoiser, schedule, z0, method="naive"))
-        return [{"part": "inversion", "method": "naive (flow-euler)", "steps": steps, "seconds": seconds, "nfe": result.nfe,
+        result, seconds, cpu = _timed(denoiser.device, lambda: invert_sampler(denoiser, schedule, z0, method="naive"))
+        return [{"part": "inversion", "method": "naive (flow-euler)", "steps": steps, "seconds": seconds, "cpu_seconds": cpu,
+                 "nfe": result.nfe,
                  "note": "flow-matching model: no DDIMInverseScheduler loop to compare with"}]
     rows = []
     for count, rounds, methods in [(steps, repeats, ("naive",))] + ([(full_steps, 1, ("naive", "exact"))] if full_steps else []):
         schedule = make_schedule("ddim", pipe.scheduler.config, count)
-        ours: dict[str, list[float]] = {method: [] for method in methods}
-        theirs: list[float] = []
+        ours: dict[str, list[tuple[float, float]]] = {method: [] for method in methods}
+        theirs: list[tuple[float, float]] = []
         results: dict[str, Any] = {}
         for _ in range(rounds):  # diffusers first: any warm-up cost lands on the reference, not on diffinv
-            (reference, calls), seconds = _timed(denoiser.device, lambda: diffusers_inverse_loop(pipe, denoiser, z0, count))
-            theirs.append(seconds)
+            (reference, calls), *times = _timed(denoiser.device, lambda: diffusers_inverse_loop(pipe, denoiser, z0, count))
+            theirs.append(tuple(times))
             for method in methods:
-                results[method], seconds = _timed(denoiser.device, lambda: invert_latent(denoiser, schedule, z0, method=method))
-                ours[method].append(seconds)
+                results[method], *times = _timed(denoiser.device, lambda: invert_sampler(denoiser, schedule, z0, method=method))
+                ours[method].append(tuple(times))
         base = {"part": "inversion", "steps": count, "repeats": rounds}
-        rows.append({**base, "method": "diffusers DDIMInverseScheduler loop", "seconds": min(theirs), "nfe": calls})
+        wall, cpu = min(t[0] for t in theirs), min(t[1] for t in theirs)
+        rows.append({**base, "method": "diffusers DDIMInverseScheduler loop", "seconds": wall, "cpu_seconds": cpu, "nfe": calls})
         for method in methods:
-            rows.append({**base, "method": f"diffinv {method}", "seconds": min(ours[method]), "nfe": results[method].nfe,
-                         "ratio": min(ours[method]) / min(theirs),
+            mine_wall, mine_cpu = min(t[0] for t in ours[method]), min(t[1] for t in ours[method])
+            rows.append({**base, "method": f"diffinv {method}", "seconds": mine_wall, "cpu_seconds": mine_cpu,
+                         "nfe": results[method].nfe, "ratio": mine_wall / wall, "cpu_ratio": mine_cpu / cpu if cpu > 0 else None,
                          "noise_nmse_to_diffusers": nmse(results[method].noise, reference)})
     return rows
 
 
 def decoder_rows(pipe, frames: Sequence[int], iterations: int, limit: int | None,
-                 methods: Sequence[str] = ("encoder", "gradient", "gradient-free", "forward-step"),
-                 side: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Every decoder method on 1..N frames of `side` px (a photo panned, as video frames), all at once and in
-    chunks of 1. A run whose memory, estimated from the same method's smallest measured run scaled by the
-    frames at once, passes `limit` bytes (what is left beside the weights) is skipped with the estimate in its row."""
+                 methods: Sequence[str] = DECODER_RUN_METHODS, side: int | None = None, progress: bool = True,
+                 chunks: Sequence[str] = ("all", "1"), on_row: Callable[[dict[str, Any]], None] | None = None,
+                 ) -> list[dict[str, Any]]:
+    """Every decoder method on 1..N frames of `side` px (a photo panned, as video frames), all at once and/or
+    in chunks of 1 (`chunks`). A run whose memory, estimated from the same method's smallest measured run
+    scaled by the frames at once, passes `limit` bytes (what is left beside the weights) is skipped with the
+    estimate in its row. `on_row` sees each row as it is made."""
     from diffinv.bench.images import panning_frames
     from diffinv.decoder import invert_decoder
 
@@ -167,17 +187,24 @@ def decoder_rows(pipe, frames: Sequence[int], iterations: int, limit: int | None
     images = panning_frames(side, max(frames)).to(autoencoder.device)
     with torch.inference_mode():
         autoencoder.decode(autoencoder.encode(images[:1]))  # warm-up outside any measurement
-    plan = [(count, chunk, method) for count in sorted(set(frames)) for chunk in ([count] if count == 1 else [count, 1])
-            for method in methods]
+    sizes = {count: list(dict.fromkeys(count if choice == "all" else 1 for choice in check_chunks(chunks)))
+             for count in sorted(set(frames))}
+    plan = [(count, chunk, method) for count, chunk_sizes in sizes.items() for chunk in chunk_sizes for method in methods]
     per_frame: dict[str, int] = {}  # method -> peak bytes per frame at once, from its smallest run
     encode_seconds: dict[tuple[int, int], float] = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
     for count, chunk, method in tqdm(plan, desc="decoder inversion", disable=not progress, leave=False):
         row: dict[str, Any] = {"part": "decoder", "method": method, "frames": count, "chunk": chunk,
                                "iterations": 0 if method == "encoder" else iterations}
         if limit is not None and method in per_frame and per_frame[method] * chunk > limit:
             estimate = per_frame[method] * chunk
-            rows.append({**row, "status": "did not fit",
+            add({**row, "status": "did not fit",
                          "note": f"estimated {estimate / 2**30:.1f} GiB ({chunk} x {per_frame[method] / 2**30:.2f} GiB per frame) "
                                  f"> limit {limit / 2**30:.1f} GiB"})
             continue
@@ -191,13 +218,13 @@ def decoder_rows(pipe, frames: Sequence[int], iterations: int, limit: int | None
                                         "lower it with a smaller chunk size or --dtype bfloat16"):
                     result = invert_decoder(autoencoder, images[:count], method, **options)
         except OutOfMemory as error:
-            rows.append({**row, "status": "out of memory", "note": str(error)})
+            add({**row, "status": "out of memory", "note": str(error)})
             continue
         if method == "encoder":
             encode_seconds[(count, chunk)] = result.seconds
         per_frame.setdefault(method, math.ceil(result.peak_memory_bytes / chunk))
         solving = result.seconds - encode_seconds.get((count, chunk), 0.0)
-        rows.append({**row, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
+        add({**row, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
                      "compute_dtype": result.dtype,
                      "seconds_per_iteration": solving / iterations if method != "encoder" and iterations else None,
                      "status": "ok" if not result.diverged else "diverged", "note": result.reason})
@@ -209,7 +236,7 @@ def smoke_rows(pipe, spec: Spec, side: int, progress: bool = True) -> list[dict[
     a row each, status ok when it ran and gave finite values, else the error in one line."""
     from diffinv.bench.images import panning_frames
     from diffinv.decoder import DECODER_METHODS, invert_decoder
-    from diffinv.inversion import METHODS, invert_latent
+    from diffinv.inversion import METHODS, invert_sampler
     from diffinv.pipeline import pipeline_schedule
 
     denoiser = _denoiser(pipe, side)
@@ -219,7 +246,7 @@ def smoke_rows(pipe, spec: Spec, side: int, progress: bool = True) -> list[dict[
     image = panning_frames(side, 1).to(autoencoder.device)
     jobs: list[tuple[str, str, Callable[[], torch.Tensor]]] = []
     for method in METHODS:
-        jobs.append(("sampler", method, lambda m=method: invert_latent(denoiser, schedule, z0, method=m, **SMOKE_OPTIONS.get(m, {})).noise))
+        jobs.append(("sampler", method, lambda m=method: invert_sampler(denoiser, schedule, z0, method=m, **SMOKE_OPTIONS.get(m, {})).noise))
     for method in DECODER_METHODS:
         options = {} if method == "encoder" else {"iterations": 2}
         jobs.append(("decoder", method, lambda m=method, o=options: invert_decoder(autoencoder, image, m, **o).latent))
@@ -230,7 +257,7 @@ def smoke_rows(pipe, spec: Spec, side: int, progress: bool = True) -> list[dict[
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                output, seconds = _timed(denoiser.device, job)
+                output, seconds, _ = _timed(denoiser.device, job)
             finite = bool(torch.isfinite(output).all())
             rows.append({**row, "seconds": seconds, "status": "ok" if finite else "not finite"})
         except Exception as error:  # the smoke pass reports every failure as a row
@@ -241,50 +268,6 @@ def smoke_rows(pipe, spec: Spec, side: int, progress: bool = True) -> list[dict[
 
 
 # ----------------------------------------------------------------------------------------------- the run
-
-
-def check_json_path(path: str | Path | None) -> None:
-    """Refuse, before any work, a --json path that could not be written."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a folder")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}."):
-            pass
-        if path.exists():
-            with path.open("a"):
-                pass
-    except OSError as error:
-        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def check_models(names: Sequence[str]) -> list[str]:
-    """The model names, checked against `SPECS`, without repeats."""
-    unknown = [name for name in names if name not in SPECS]
-    if unknown or not names:
-        raise ValueError(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SPECS)}")
-    return list(dict.fromkeys(names))
-
-
-def check_parts(names: Sequence[str]) -> list[str]:
-    unknown = [name for name in names if name not in PARTS]
-    if unknown or not names:
-        raise ValueError(f"unknown part(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PARTS)}")
-    return list(dict.fromkeys(names))
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or 'cpu' / 'mps'."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type
 
 
 def run_full_size_benchmark(
@@ -302,10 +285,17 @@ def run_full_size_benchmark(
     seed: int = 0,
     json_path: str | Path | None = None,
     progress: bool = True,
+    decoder_methods: Sequence[str] = DECODER_RUN_METHODS,
+    chunks: Sequence[str] = ("all", "1"),
 ) -> list[dict[str, Any]]:
     """Build each model in each dtype (or skip it when it cannot fit) and run the chosen parts; the rows so far
-    are rewritten to `json_path` after each part, so an interrupted run keeps what finished."""
-    models, parts = check_models(models), check_parts(parts)
+    are rewritten to `json_path` after each part and each decoder run, so an interrupted run keeps what finished."""
+    from diffinv.decoder import check_decoder_name
+
+    models, parts, chunks = check_models(models), check_parts(parts), check_chunks(chunks)
+    decoder_methods = [check_decoder_name(name) for name in decoder_methods]
+    if not decoder_methods:
+        raise ValueError("give at least one decoder method")
     torch_dtypes = [parse_dtype(name) for name in dtypes]
     if iterations < 1 or steps < 1 or repeats < 1 or full_steps < 0 or not frames or min(frames) < 1:
         raise ValueError("--iterations, --steps, --repeats and --frames must be at least 1 (--full-steps at least 0)")
@@ -327,7 +317,7 @@ def run_full_size_benchmark(
                 _save(json_path, rows)
                 continue
             with out_of_memory_hint(f"building {spec.title} in {label}", "try --dtype bfloat16 or a smaller model"):
-                (pipe, build_seconds) = _timed(device, lambda: build_pipeline(name, dtype, device, seed))
+                pipe, build_seconds, _ = _timed(device, lambda: build_pipeline(name, dtype, device, seed))
             weights = sum(p.numel() * p.element_size() for p in network_of(pipe).parameters())
             vae_weights = sum(p.numel() * p.element_size() for p in pipe.vae.parameters())
             base.update(network_bytes=weights, vae_bytes=vae_weights)
@@ -346,7 +336,14 @@ def run_full_size_benchmark(
                         elif part == "inversion":
                             new = inversion_rows(pipe, spec, size, steps, repeats, full_steps)
                         elif part == "decoder":
-                            new = decoder_rows(pipe, frames, iterations, limit - weights - vae_weights, progress=progress)
+                            done: list[dict[str, Any]] = []
+
+                            def keep(row: dict[str, Any]) -> None:
+                                done.append({**base, **extra, "status": "ok", **row})
+                                _save(json_path, rows + done)
+
+                            new = decoder_rows(pipe, frames, iterations, limit - weights - vae_weights, decoder_methods,
+                                               progress=progress, chunks=chunks, on_row=keep)
                         else:
                             new = smoke_rows(pipe, spec, size, progress=progress)
                 except OutOfMemory as error:
@@ -366,7 +363,7 @@ def _save(path: str | Path | None, rows: list[dict[str, Any]]) -> None:
 COLUMNS: list[Column] = [
     ("model", "model", ""), ("dtype", "dtype", ""), ("part", "part", ""), ("method", "method", ""), ("pixels", "px", ""),
     ("frames", "frames", ""), ("chunk", "chunk", ""), ("steps_or_iterations", "steps/iters", ""), ("seconds", "seconds", ".2f"),
-    ("seconds_per_iteration", "s/iter", ".2f"), ("peak_memory_mb", "peak MB", ".0f"), ("ratio", "ratio", ".3f"),
+    ("seconds_per_iteration", "s/iter", ".2f"), ("peak_memory_mb", "peak MB", ".0f"), ("ratio", "ratio", ".3f"), ("cpu_ratio", "CPU ratio", ".3f"),
     ("noise_nmse_to_diffusers", "NMSE to diffusers", ".1e"),
     ("status", "status", ""), ("note", "note", ""),
 ]

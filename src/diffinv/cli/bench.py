@@ -275,15 +275,26 @@ def bench_full_size(
     full_steps: int = typer.Option(0, help="also a naive and an exact DDIM inversion of this many steps against diffusers (0: none)"),
     memory_limit: Optional[float] = typer.Option(None, help="GiB a model and its runs may use (default: what the device has free)"),
     smoke_size: Optional[int] = typer.Option(None, help="image side of the smoke pass in px (default: native on a GPU, 128 elsewhere)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here (rewritten after each part)'),
+    decoder_methods: str = typer.Option("encoder,gradient,gradient-free,forward-step", help="comma-separated decoder methods of the decoder part"),
+    chunks: str = typer.Option("all,1", help="decoder part, frames at once: all, 1 (chunks of one frame) or both"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help='write {"rows": [...]} here (rewritten after each part and decoder run)'),
 ) -> None:
     """SD 2.1, SDXL, SD3 and Flux at full size: network call, naive inversion against diffusers, decoder inversion, smoke pass."""
     with user_errors():
-        from diffinv.bench.fullsize import check_json_path, check_models, check_parts, format_rows, run_full_size_benchmark
+        from diffinv.bench.fullsize import (
+            check_chunks,
+            check_json_path,
+            check_models,
+            check_parts,
+            format_rows,
+            run_full_size_benchmark,
+        )
+        from diffinv.decoder import check_decoder_name
         from diffinv.models.device import HalfPrecisionOverflow, OutOfMemory, resolve_device
         from diffinv.models.loading import parse_dtype
 
         model_list, part_list = check_models(split_list(models)), check_parts(split_list(parts))
+        chunk_list, method_list = check_chunks(split_list(chunks)), [check_decoder_name(name) for name in split_list(decoder_methods)]
         dtypes = split_list(dtype)
         for name in dtypes:
             parse_dtype(name)
@@ -296,6 +307,7 @@ def bench_full_size(
                 models=model_list, frames=whole_numbers(frames), iterations=iterations, dtypes=dtypes, device=device,
                 parts=part_list, steps=steps, repeats=repeats, full_steps=full_steps, smoke_size=smoke_size,
                 memory_limit=None if memory_limit is None else int(memory_limit * 2**30), json_path=json_path,
+                decoder_methods=method_list, chunks=chunk_list,
             )
         except (OutOfMemory, HalfPrecisionOverflow) as error:
             raise ValueError(str(error)) from None
