@@ -14,6 +14,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Autoencoder": "diffinv.models.autoencoder",
     "DECODER_METHODS": "diffinv.decoder",
+    "DECODERS": "diffinv.decoder",
+    "DecoderMethod": "diffinv.decoder",
+    "Encoder": "diffinv.decoder",
+    "ForwardStep": "diffinv.decoder",
+    "InertialKM": "diffinv.decoder",
+    "GradientFree": "diffinv.decoder",
+    "Gradient": "diffinv.decoder",
+    "Status": "diffinv.utils.status",
     "EditResult": "diffinv.applications.editing",
     "edit": "diffinv.applications.editing",
     "invert_decoder": "diffinv.decoder",
@@ -50,7 +58,10 @@ _EXPORTS = {
 
 if TYPE_CHECKING:  # the same names, for IDEs and type checkers (tests/test_layers.py keeps the two in step)
     from diffinv.applications.editing import DiffEdit, edit, EDIT_MODES, EditResult, PromptToPrompt
-    from diffinv.decoder import DECODER_METHODS, invert_decoder
+    from diffinv.decoder import (
+        DECODER_METHODS, DecoderMethod, DECODERS, Encoder, ForwardStep, Gradient, GradientFree, InertialKM,
+        invert_decoder
+    )
     from diffinv.inversion import (
         EasyInv, Exact, FixedPoint, InversionDiverged, InversionResult, invert_sampler, Method, METHODS,
         Naive, ReNoise
@@ -63,6 +74,7 @@ if TYPE_CHECKING:  # the same names, for IDEs and type checkers (tests/test_laye
     from diffinv.sampler.schedule import make_schedule, SCHEDULERS
     from diffinv.utils.measure import tracking_memory
     from diffinv.utils.metrics import nmse, psnr, ssim
+    from diffinv.utils.status import Status
 
 __all__ = sorted(_EXPORTS)
 

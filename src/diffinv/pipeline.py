@@ -11,7 +11,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from diffinv.decoder import check_decoder_name, invert_decoder
+from diffinv.decoder import DECODERS, DecoderMethod, invert_decoder
 from diffinv.inversion import METHODS, InversionResult, Method, invert_sampler
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, default_latent_side, is_flux, latent_channels, network_of
@@ -21,6 +21,7 @@ from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.measure import largest, measure
 from diffinv.utils.metrics import nmse, psnr, ssim
 from diffinv.utils.specs import SEED_RANGE
+from diffinv.utils.status import Status
 
 
 @dataclass
@@ -183,7 +184,7 @@ def invert(
     steps: int = 50,
     guidance: float = 7.5,
     method: str | Method = "naive",
-    decoder: str = "encoder",
+    decoder: str | DecoderMethod = "encoder",
     negative_prompt: str | Sequence[str] | None = None,
     method_options: dict[str, Any] | None = None,
     decoder_options: dict[str, Any] | None = None,
@@ -197,7 +198,9 @@ def invert(
     """
     resolve_scheduler(scheduler, pipe.scheduler.config)  # an unknown sampler, or one the model cannot use
     method = METHODS.resolve(method, method_options)  # every option checked before any work
-    check_decoder_name(decoder)
+    decoder_options = dict(decoder_options or {})
+    decoder_progress = bool(decoder_options.pop("progress", progress))  # progress=False hides the stage's bar
+    decoder = DECODERS.resolve(decoder, decoder_options)
     if (image is None) == (latent is None):
         raise ValueError("give exactly one of image and latent")
     device = network_of(pipe).device
@@ -208,8 +211,7 @@ def invert(
             factor = pipe.vae_scale_factor
             if images.shape[-1] % factor or images.shape[-2] % factor:
                 raise ValueError(f"image size {images.shape[-1]}x{images.shape[-2]} is not a multiple of the VAE factor {factor}")
-            decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder,
-                                     **{"progress": progress, **(decoder_options or {})})
+            decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder, progress=decoder_progress)
             latent = decoded.latent.float()
         latent = check_latent(pipe, latent).to(device, torch.float32)
         schedule = pipeline_schedule(pipe, scheduler, steps, tuple(latent.shape[-2:]))
@@ -226,12 +228,14 @@ def invert(
     stage_peaks = [result.peak_memory_bytes] + ([decoded.peak_memory_bytes] if decoded is not None else [])
     result.peak_memory_bytes = largest(total.peak_memory_bytes, *stage_peaks)
     if decoded is not None:
-        result.decoder = decoder
+        result.decoder = decoder.name
         result.decoder_seconds = decoded.seconds
         result.decoder_peak_memory_bytes = decoded.peak_memory_bytes
         result.decoder_iterations = decoded.iterations
         result.clipped_fraction = decoded.clipped_fraction
         result.converged = result.converged and decoded.converged
+        result.decoder_result = decoded
+        result.status = Status.worst(result.status, decoded.status)
     return result
 
 

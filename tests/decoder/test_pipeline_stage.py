@@ -42,7 +42,8 @@ def test_report_carries_the_clipped_share(pipe, captured):
     expected = (3 * 4 * 16 + 2 * 16) / (3 * 16 * 16)
     assert result.clipped_fraction == pytest.approx(expected)
     assert result.report["clipped_fraction"] == pytest.approx(expected)
-    assert captured[0]["method"] == "encoder" and "clipped" not in captured[0]  # the library's default: clipped
+    method = captured[0]["method"]  # the resolved configuration: the library's default is clipped
+    assert method.name == "encoder" and method.clipped is True
     with pytest.raises(ValueError, match="never clipped"):
         pipeline.invert(pipe, _image() * 1.5, steps=2, guidance=1.0)
     float_image = pipeline.invert(pipe, _image() * 1.5, steps=2, guidance=1.0, decoder_options={"clipped": False})

@@ -89,6 +89,9 @@ def invert(
     dtype: str = typer.Option("float32", help=DTYPE_HELP),
     batch_size: int = typer.Option(8, help="dataset runs: images per batch (memory is bounded by the batch)"),
     overwrite: bool = typer.Option(False, help="dataset runs: redo images already done with these settings"),
+    like: Optional[Path] = typer.Option(
+        None, help="repeat the run of this report.json: its model, dtype, prompt, sampler, steps, guidance and the "
+                   "whole configuration of both stages replace those options (the same input gives the same noise)"),
 ) -> None:
     """Recover z_0 and z_T; write noise/latent .safetensors, reconstruction.png and report.json (with
     --reference also noise.png: the true and the recovered noise side by side).
@@ -103,6 +106,13 @@ def invert(
 
         check_writable(out)
         method_options, decoder_options = parse_options(method_option), parse_options(decoder_option)
+        if like is not None:
+            if method_options or decoder_options:
+                raise ValueError("--like repeats a run with its own method options; leave out --method-option and --decoder-option")
+            repeated = settings_of_report(like)
+            model, dtype, prompt, negative_prompt = repeated["model"], repeated["dtype"], repeated["prompt"], repeated["negative_prompt"]
+            scheduler, steps, guidance = repeated["scheduler"], repeated["steps"], repeated["guidance"]
+            method, decoder = repeated["method"], repeated["decoder"]
         check_names(scheduler, method, decoder, guidance, method_options)
         if bool(images) == (latent is not None):
             raise ValueError("give image files or --latent, not both and not neither")
@@ -141,7 +151,7 @@ def invert(
         if reference_image is None and reference is not None and (reference / "image.png").is_file():
             reference_image = read_images(pipe, [reference / "image.png"], resize)
         score(result, reconstruction, reference_image, true_noise, true_latent)
-        report = {"model": model, "dtype": dtype, **result.report}
+        report = {"model": model, "dtype": dtype, "prompt": prompt, "negative_prompt": negative_prompt, **result.report}
         with staged_folder(out) as folder:
             save_tensor(folder / "noise.safetensors", "noise", result.noise)
             save_tensor(folder / "latent.safetensors", "latent", result.latent)
@@ -150,6 +160,33 @@ def invert(
                 save_noise_comparison(folder / "noise.png", true_noise, result.noise)
             write_json(folder / "report.json", report)
         echo_report(report)
+
+
+def settings_of_report(path: Path) -> dict[str, Any]:
+    """What `invert --like` takes from an earlier run's report.json: the settings and both stages'
+    configurations (as instances, so every option is as it was)."""
+    import json
+
+    from diffinv.decoder import DECODERS
+    from diffinv.inversion import METHODS
+
+    try:
+        report = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--like {path}: no such file") from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--like {path}: not a readable report.json ({error.__class__.__name__})") from None
+    needed = ("model", "dtype", "scheduler", "steps", "guidance", "method_config")
+    missing = [key for key in needed if key not in report]
+    if missing:
+        raise ValueError(f"--like {path}: not a diffinv invert report (no {', '.join(missing)})")
+    decoder = report.get("decoder_config") or report.get("decoder") or "encoder"
+    return {
+        "model": report["model"], "dtype": report["dtype"], "prompt": report.get("prompt", ""),
+        "negative_prompt": report.get("negative_prompt"), "scheduler": report["scheduler"], "steps": int(report["steps"]),
+        "guidance": float(report["guidance"]), "method": METHODS.from_dict(report["method_config"]),
+        "decoder": DECODERS.from_dict(decoder) if isinstance(decoder, dict) else decoder,
+    }
 
 
 def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batch_size: int, resize: bool,

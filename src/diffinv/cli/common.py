@@ -142,18 +142,18 @@ def save_images(folder: Path, images, stem: str) -> None:
         image.save(folder / name)
 
 
-def check_names(scheduler: str, method: str, decoder: str, guidance: float = 1.0,
+def check_names(scheduler: str, method, decoder, guidance: float = 1.0,
                 method_options: dict[str, Any] | None = None) -> None:
     """Refuse unknown scheduler, method or decoder names, bad method options and an unusable guidance before
     any model is loaded."""
-    from diffinv.decoder import check_decoder_name
+    from diffinv.decoder import DECODERS
     from diffinv.inversion import METHODS
     from diffinv.models.denoiser import check_guidance
     from diffinv.sampler.schedule import check_scheduler_name
 
     check_scheduler_name(scheduler)
     METHODS.resolve(method, method_options)
-    check_decoder_name(decoder)
+    DECODERS.resolve(decoder)
     check_guidance(guidance)
 
 

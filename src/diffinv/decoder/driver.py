@@ -51,8 +51,9 @@ from tqdm.auto import tqdm
 from diffinv.decoder.cocoercivity import residual_operator
 from diffinv.decoder.gradient import gradient_direction
 from diffinv.decoder.gradient_free import gradient_free_direction, step_condition
-from diffinv.decoder.iteration import Adam, ForwardStep, InertialKM, Stepper, Trace, iterate, squared_norm
-from diffinv.decoder.options import cosine_warmup_lr, resolve_options
+from diffinv.decoder.iteration import AdamUpdate, ForwardStepUpdate, InertialKMUpdate, Stepper, Trace, iterate, squared_norm
+from diffinv.decoder.methods import DECODERS, DecoderMethod
+from diffinv.decoder.options import cosine_warmup_lr
 from diffinv.decoder.result import DecoderInversion, DecoderInversionDiverged
 from diffinv.decoder.target import ImageTarget, clipped_fraction
 from diffinv.models.autoencoder import Autoencoder
@@ -75,18 +76,19 @@ def _as_batch(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
-def invert_decoder(autoencoder: Autoencoder, image: torch.Tensor, method: str = "encoder", **options: Any) -> DecoderInversion:
-    """Recover z_0 from images [B, 3, H, W] in [-1, 1] with the named method (see the module docstring).
-
-    Options: every method takes `clipped`, `rounded`, `chunk_size`, `divergence_factor`, `on_divergence`,
-    `tol`, `progress`; the rest are in `METHOD_DEFAULTS` (iterations, rho, alpha/lam/beta,
-    lr/schedule/horizon/beta1/beta2/eps). `clipped` (default True: what an image file holds) fits
+def invert_decoder(autoencoder: Autoencoder, image: torch.Tensor, method: str | DecoderMethod = "encoder", *,
+                   progress: bool = False, **options: Any) -> DecoderInversion:
+    """Recover z_0 from images [B, 3, H, W] in [-1, 1] with `method` (see the module docstring): a configuration
+    (`GradientFree(iterations=50)`) or a name, `options` overriding its fields (`diffinv.decoder.methods`);
+    `progress` shows a bar over the iterations. `clipped` (default True: what an image file holds) fits
     clip(D(z)) to the image; pass False for a float image that was never clipped (an image outside
     [-1, 1] is refused with it on). `rounded` (default False) lets a pixel lie anywhere within half an
     8-bit step of its value (the image must then be on the 8-bit grid). The latent comes back in the
     autoencoder's dtype, on its device; `seconds` covers every step of the stage, input checks included.
     """
-    opts = resolve_options(method, options, autoencoder.dtype)
+    config = DECODERS.resolve(method, options)
+    method = config.name
+    opts = {**config.resolved(autoencoder.dtype), "progress": progress, "config": config}
     image = _as_batch(image)
     frames = image.shape[0]
     size = int(opts["chunk_size"] or frames)
@@ -122,7 +124,7 @@ def _run_chunk(
         with torch.no_grad():
             encoded = work.encode(x)
             start = encoded.float()
-        stepper = Adam(start, _lr_rule(opts, freeze=False), opts["beta1"], opts["beta2"], opts["eps"])
+        stepper = AdamUpdate(start, _lr_rule(opts, freeze=False), opts["beta1"], opts["beta2"], opts["eps"])
         trace = iterate(stepper, gradient_direction(work, target), int(opts["iterations"]), track_cocoercivity=None,
                         divergence_factor=opts["divergence_factor"], tol=opts["tol"], image_numel=x.numel(), bar=bar)
         return trace, encoded
@@ -132,11 +134,11 @@ def _run_chunk(
         if method == "encoder":
             return Trace(start, [], [], 0), encoded
         if method == "forward-step":
-            stepper: Stepper = ForwardStep(start, float(opts["rho"]))
+            stepper: Stepper = ForwardStepUpdate(start, float(opts["rho"]))
         elif method == "inertial-km":
-            stepper = InertialKM(start, 2 * float(opts["lam"]) * float(opts["beta"]), float(opts["alpha"]))
+            stepper = InertialKMUpdate(start, 2 * float(opts["lam"]) * float(opts["beta"]), float(opts["alpha"]))
         else:
-            stepper = Adam(start, _lr_rule(opts, freeze=True), opts["beta1"], opts["beta2"], opts["eps"])
+            stepper = AdamUpdate(start, _lr_rule(opts, freeze=True), opts["beta1"], opts["beta2"], opts["eps"])
         trace = iterate(stepper, gradient_free_direction(work, target, encoded), int(opts["iterations"]),
                         track_cocoercivity=encoded, divergence_factor=opts["divergence_factor"], tol=opts["tol"],
                         image_numel=x.numel(), bar=bar)
@@ -225,7 +227,8 @@ def _finish(
         reason="; ".join(reasons) if reasons else None,
         dtype=str(work.dtype).removeprefix("torch."),
         frames=sum(c.shape[0] for c in chunks),
-        options={k: v for k, v in opts.items() if k != "progress"},
+        options={k: v for k, v in opts.items() if k not in ("progress", "config")},
+        method_config=opts["config"].as_dict(),
         condition=condition,
         cocoercivity_min=beta_observed,
         clipped_fraction=fraction,

@@ -38,7 +38,7 @@ class Stepper:
         raise NotImplementedError
 
 
-class ForwardStep(Stepper):
+class ForwardStepUpdate(Stepper):
     def __init__(self, start: torch.Tensor, step_size: float):
         super().__init__(start)
         self.step_size = step_size
@@ -47,7 +47,7 @@ class ForwardStep(Stepper):
         self.z = y - self.step_size * direction
 
 
-class InertialKM(ForwardStep):
+class InertialKMUpdate(ForwardStepUpdate):
     def __init__(self, start: torch.Tensor, step_size: float, alpha: float):
         super().__init__(start, step_size)
         self.alpha = alpha
@@ -61,7 +61,7 @@ class InertialKM(ForwardStep):
         super().step(k, y, direction)
 
 
-class Adam(Stepper):
+class AdamUpdate(Stepper):
     def __init__(self, start: torch.Tensor, lr_at: Callable[[int], float], beta1: float, beta2: float, eps: float):
         super().__init__(start)
         self.lr_at, self.beta1, self.beta2, self.eps = lr_at, beta1, beta2, eps

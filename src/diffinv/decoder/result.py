@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from diffinv.utils.status import Status
+
 
 @dataclass
 class StepCondition:
@@ -42,7 +44,7 @@ class DecoderInversion:
     method: str
     iterations: int = 0
     seconds: float = 0.0
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int | None = None
     residuals: list[float] = field(default_factory=list)
     converged: bool = True
     latent_residuals: list[float] = field(default_factory=list)
@@ -51,9 +53,18 @@ class DecoderInversion:
     dtype: str = ""
     frames: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    #: the method's whole configuration (`DecoderMethod.as_dict()`): the stage can be repeated from it
+    method_config: dict[str, Any] = field(default_factory=dict)
     condition: StepCondition | None = None
     cocoercivity_min: float | None = None
     clipped_fraction: float = 0.0  # share of the input's values (each channel of each pixel) at -1 or 1
+
+    @property
+    def status(self) -> Status:
+        """How the stage ended, in the vocabulary every stage shares."""
+        if self.diverged:
+            return Status.DIVERGED
+        return Status.CONVERGED if self.converged else Status.ITERATION_LIMIT
 
 
 class DecoderInversionDiverged(RuntimeError):

@@ -20,6 +20,7 @@ from diffinv.models.prediction import Point
 from diffinv.sampler.schedule import Schedule, Step, reverse
 from diffinv.sampler.solvers import usable_history, usable_records
 from diffinv.utils.measure import measure
+from diffinv.utils.status import Status
 
 #: A latent whose RMS exceeds this is taken as blown up (z_T is unit Gaussian, z_0 is O(1)).
 BLOW_UP_RMS = 1e3
@@ -120,8 +121,14 @@ def run_inversion(
         check = getattr(solve_step, "check", None)
         regeneration = check(denoiser, schedule, latent.float(), noise) if check is not None else None
     notes = [] if converged else ["some steps did not reach their tolerance; see step_residuals"]
+    log = list(getattr(solve_step, "log", []))
+    status = Status.CONVERGED
+    if not converged:
+        status = Status.worst(*(Status.of_stop(entry.get("stop")) for entry in log if not entry.get("converged", True)))
+        status = Status.ITERATION_LIMIT if status is Status.CONVERGED else status
     if regeneration is not None and not regeneration.ok:
         converged = False
+        status = Status.worst(status, Status.NOT_A_PREIMAGE)
         notes.append(f"the noise regenerates z_0 only to relative error {regeneration.error:.2g} (allowed {regeneration.allowed:.2g}): "
                      "the multistep terms were estimated, so every step meeting its tolerance does not make it a preimage")
     return InversionResult(
@@ -139,5 +146,6 @@ def run_inversion(
         notes=notes,
         trajectory=trajectory if keep_trajectory else [],
         regeneration_error=None if regeneration is None else regeneration.error,
-        step_log=list(getattr(solve_step, "log", [])),
+        step_log=log,
+        status=status,
     )

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from diffinv.utils.status import Status
+
 
 @dataclass
 class InversionResult:
@@ -47,6 +49,10 @@ class InversionResult:
     #: per inverse step, what the method logged (exact and fixed-point: order, evaluations, network calls,
     #: residual, why the iteration stopped)
     step_log: list[dict[str, Any]] = field(default_factory=list)
+    #: how the run ended, in the vocabulary every stage shares (`diffinv.utils.status.Status`)
+    status: Status = Status.CONVERGED
+    #: the decoder stage's own result, when the run started from an image (`diffinv.invert`)
+    decoder_result: Any = None
 
     @property
     def report(self) -> dict[str, Any]:
@@ -60,6 +66,7 @@ class InversionResult:
             "seconds": round(self.seconds, 4),
             "peak_memory_bytes": self.peak_memory_bytes,
             "converged": self.converged,
+            "status": str(self.status),
         }
         if self.method_config:
             report["method_config"] = self.method_config
@@ -69,8 +76,11 @@ class InversionResult:
         if self.regeneration_error is not None:
             report["regeneration_error"] = self.regeneration_error
         if self.decoder is not None:
+            stage = self.decoder_result
             report.update(
                 decoder=self.decoder,
+                decoder_config=stage.method_config if stage is not None else None,
+                decoder_status=str(stage.status) if stage is not None else None,
                 decoder_seconds=round(self.decoder_seconds or 0.0, 4),
                 decoder_peak_memory_bytes=self.decoder_peak_memory_bytes,
                 decoder_iterations=self.decoder_iterations,
