@@ -42,15 +42,16 @@ if [ -s "$B/weights.sha256" ] && [ "$(cat "$B/weights.sha256")" != "$WEIGHTS" ];
 fi
 echo "$WEIGHTS" > "$B/weights.sha256"
 HELD=$("$P" -c "from diffinv.bench.probe import probe_prompts; print('|'.join(probe_prompts(4)))")  # held-out captions
-# readme_block HEADING: the first python block under the README's section HEADING (run as the README shows it).
-readme_block() { awk -v h="$1" '$0 == h {s=1; next} s && /^## / {exit} s && /^```python$/ {b=1; next} b && /^```$/ {exit} b' README.md; }
+# page_block FILE HEADING: the first python block under the section HEADING of FILE (run as the page shows it).
+page_block() { awk -v h="$2" '$0 == h {s=1; next} s && /^## / {exit} s && /^```python$/ {b=1; next} b && /^```$/ {exit} b' "$1"; }
+readme_block() { page_block README.md "$1"; }
 lane1() {
   shipped && step demo.txt bash scripts/demo.sh
   shipped && step cli_naive.txt "$D" invert runs/demo/generated/image.png --model "$M" --prompt "a red square on a blue background" --scheduler ddim \
     --steps 50 --guidance 3 --method naive --decoder encoder --reference runs/demo/generated --out "$B/inv_naive"
   shipped && step readme_api.txt bash -c 'cd "$1" && "$2" -c "$3"' _ "$B" "$P_ABS" "$(readme_block '## Python API')"  # saves image.png
   shipped && step readme_watermark.txt "$P" -c "import diffinv; pipe = diffinv.load('tiny')
-$(readme_block '## Tree-Ring watermarks')
+$(page_block docs/watermarks.md '## Python')
 print(found.report())"
   shipped && step edit_example.txt bash -c "'$D' generate --model tiny --prompt 'a red circle on a blue background' --seed 0 --steps 50 \
     --guidance 3 --out '$B/edit/generated' > /dev/null && '$D' edit '$B/edit/generated/image.png' --model tiny \
