@@ -23,11 +23,11 @@ the ends of the schedule are solved as first-order steps, as the sampler takes t
 
 A sampler with its own stepper (PNDM, UniPC, Heun, DEIS) is solved the same way on its own step: Phi is
 the stepper's step from x_s with every network call it makes (Heun's second call, PNDM's first-step pair,
-UniPC's corrector). What the step reads of the earlier (noisier) steps is held fixed at estimates: a naive
-inversion gives every latent, the sampler is replayed over them (each step from its estimated latent, so
-the records chain as in sampling), and each step is solved against those records; a further sweep replays
-over the latents the last sweep solved, and the sweeps stop as for DPM-Solver++ (below). Steps that read
-nothing (Heun's) are solved in one pass.
+UniPC's corrector). What the step reads of the earlier (noisier) steps is held fixed at estimates, as for
+DPM-Solver++: the network's calls at fine-naive estimates of the earlier latents (walked from x_t, `fine_steps`
+sub-steps per interval); a further sweep replays the sampler over the latents the last sweep solved (each
+step from its latent, the records chaining as in sampling), and the sweeps stop as for DPM-Solver++ (below).
+Steps that read nothing (Heun's) are solved in one pass.
 
 Beyond the paper: Anderson acceleration (`anderson=m`), a per-step tolerance relative to the latent's
 norm (`tol`; the paper stops on an absolute threshold, sum of squares < 1e-3 on SD's 4x64x64 latents,
@@ -47,13 +47,13 @@ import torch
 from diffinv.inversion.driver import Regeneration, StepOutcome, run_inversion
 from diffinv.inversion.implicit import Iteration, StepSize, iterate
 from diffinv.inversion.levenberg import dense, levenberg_marquardt, matrix_free
-from diffinv.inversion.naive import explicit_step, inverse_step, naive_step
+from diffinv.inversion.naive import explicit_step, inverse_step
 from diffinv.inversion.step_problem import StepProblem, point_at
 from diffinv.inversion.sweeps import combine_sweeps, regeneration_errors, replay
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Point
 from diffinv.sampler.schedule import Schedule, Step
-from diffinv.sampler.solvers import Record, update
+from diffinv.sampler.solvers import Record, evaluate, update
 
 #: Relative per-step tolerance that matches the paper's absolute threshold on SD latents (see module doc).
 PAPER_TOL = 2.5e-4
@@ -112,12 +112,9 @@ class ImplicitInversion:
         preimage than the first one's."""
         self.schedule = schedule
         self.reset()
-        stepper_memory = any(step.stepper is not None and step.history for step in schedule.steps)
-        if not stepper_memory and (self.sweeps <= 1 or all(not step.history for step in schedule.steps)):
+        if self.sweeps <= 1 or all(not step.history for step in schedule.steps):
             return
-        if stepper_memory:  # first estimates of every latent, z_0 first: a naive inversion
-            path = run_inversion(denoiser, schedule, latent, naive_step, "naive (estimates)", keep_trajectory=True).trajectory
-            self.estimates = list(reversed(path))  # sampling order: x_T ... z_0
+        stepper_memory = any(step.stepper is not None and step.history for step in schedule.steps)
         sweeps: list[list[StepOutcome]] = []
         for sweep in range(1, self.sweeps + 1):
             self.sweep, self.solved, self.outcomes = sweep, {}, []
@@ -131,7 +128,7 @@ class ImplicitInversion:
             if not improved:
                 break
             self.previous = self.solved
-            if self.estimates is not None:
+            if stepper_memory:  # the next sweep replays the sampler over the latents this one solved
                 self.estimates = [self.solved[step.index][0] for step in schedule.steps] + [latent]
         self.sweep = None
         self.replay = combine_sweeps(sweeps, torch.stack(self.regeneration).argmin(0))
@@ -194,14 +191,16 @@ class ImplicitInversion:
     def solve_stepper_step(
         self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list, position: int, forward: Step
     ) -> StepOutcome:
-        """Solve one step of a sampler with its own stepper, its reads of earlier steps held at the replayed
-        records; warm start: the naive inverse step from x (a later sweep: the previous sweep's latent)."""
+        """Solve one step of a sampler with its own stepper, its reads of earlier steps held fixed: records at
+        fine-naive estimates of the earlier latents (a later sweep: replayed over the previous sweep's latents);
+        warm start: the naive inverse step from x (a later sweep: the previous sweep's latent)."""
         nfe_before = denoiser.nfe
-        memory = tuple(self.records[forward.index - back] for back in range(1, len(forward.history) + 1))
         if self.previous is None:
             start, _, _ = inverse_step(denoiser, x, step, history)
+            memory = self.estimated_records(denoiser, x, forward)
         else:
             start = self.previous[forward.index][0]
+            memory = tuple(self.records[forward.index - back] for back in range(1, len(forward.history) + 1))
         result = self.solve(StepProblem(denoiser, forward, x, memory=memory), start)
         record: Record = result.extra
         self.solved[forward.index] = (result.latent, record.data)
@@ -214,6 +213,27 @@ class ImplicitInversion:
                               converged=result.converged, record=record)
         self.outcomes.append(outcome)
         return outcome
+
+    def estimated_records(self, denoiser: Denoiser, x: torch.Tensor, forward: Step) -> tuple[Record, ...]:
+        """The records `forward` reads of the earlier steps, at fine-naive estimates of their latents: from x_t,
+        `fine_steps` first-order sub-steps per interval through the step's own interval and the earlier ones (as
+        `correction` does), one network call at each estimate (a record is the call at the step's start)."""
+        assert self.schedule is not None
+        steps = self.schedule.steps
+        if not forward.history:
+            return ()
+        later = forward.index + 1
+        levels = [(forward.end, steps[later].timestep if later < len(steps) else None), (forward.start, forward.timestep)]
+        earlier = [steps[forward.index - back] for back in range(1, len(forward.history) + 1)]
+        levels += [(step.start, step.timestep) for step in earlier]
+        y, records = x, []
+        for position, ((low, low_timestep), (high, high_timestep)) in enumerate(zip(levels, levels[1:])):
+            y = self.fine_naive(denoiser, y, low, low_timestep, high, high_timestep)
+            if position:
+                record = evaluate(denoiser, y, high_timestep, high)
+                record.order = earlier[position - 1].order
+                records.append(record)
+        return tuple(records)
 
     def solve(self, problem: StepProblem, start: torch.Tensor) -> Iteration:
         """Run the configured iteration on one step's equation from the warm start."""
