@@ -103,6 +103,8 @@ def test_every_part_runs_on_a_small_architecture(mini, tmp_path):
         naive = inversion[(2, "diffinv naive")]
         assert naive["nfe"] == inversion[(2, "diffusers DDIMInverseScheduler loop")]["nfe"] == 2
         assert naive["ratio"] > 0 and naive["cpu_ratio"] > 0 and naive["cpu_seconds"] > 0
+        for row in inversion.values():  # the time outside the network calls: positive, less than the whole
+            assert 0 < row["outside_seconds"] < row["seconds"]
         # the same DDIM inversion: float32 agrees to rounding; in bfloat16 both ran the same half network
         assert naive["noise_nmse_to_diffusers"] < (1e-10 if dtype == "float32" else 1e-3)
     table = format_rows(rows)

@@ -22,7 +22,6 @@ resident set before; each row's `memory_source` says which.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ from diffinv.bench.architectures import (
     fit_reason,
     memory_source,
 )
+from diffinv.bench.clocks import NetworkClock, sync, timed
 from diffinv.bench.tables import Column, format_table, write_rows
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, latent_channels, network_of
@@ -82,11 +82,6 @@ def _denoiser(pipe, side: int, guidance: float = GUIDANCE) -> Denoiser:
     return Denoiser.from_pipeline(pipe, PROMPT, 1, guidance, schedule.prediction_type, image_size=(side, side))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def call_rows(pipe, spec: Spec, side: int) -> list[dict[str, Any]]:
     """One guided network call (batch 2: unconditional and conditional) at `side` px, after one warm-up call."""
     denoiser = _denoiser(pipe, side)
@@ -120,20 +115,11 @@ def diffusers_inverse_loop(pipe, denoiser: Denoiser, latent: torch.Tensor, steps
     return x, calls
 
 
-def _timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float, float]:
-    """(work(), wall seconds, this process's CPU seconds): on a shared CPU the second measures the work
-    itself when other processes take turns on the cores."""
-    _sync(device)
-    start, cpu = time.perf_counter(), time.process_time()
-    result = work()
-    _sync(device)
-    return result, time.perf_counter() - start, time.process_time() - cpu
-
-
 def inversion_rows(pipe, spec: Spec, side: int, steps: int, repeats: int, full_steps: int = 0,
                    latent: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Naive DDIM inversion by diffinv and by the bare diffusers loop over `steps` steps, alternated `repeats`
-    times (fastest of each); with `full_steps`, also naive, exact and the diffusers loop over that many steps."""
+    times (fastest of each: wall, CPU and outside-the-network seconds); with `full_steps`, also naive, exact and
+    the diffusers loop over that many steps."""
     from diffinv.inversion import invert_sampler
     from diffinv.sampler.schedule import make_schedule
     from diffinv.utils.metrics import nmse
@@ -144,30 +130,43 @@ def inversion_rows(pipe, spec: Spec, side: int, steps: int, repeats: int, full_s
         from diffinv.pipeline import pipeline_schedule
 
         schedule = pipeline_schedule(pipe, None, steps, tuple(z0.shape[-2:]))
-        result, seconds, cpu = _timed(denoiser.device, lambda: invert_sampler(denoiser, schedule, z0, method="naive"))
+        result, seconds, cpu = timed(denoiser.device, lambda: invert_sampler(denoiser, schedule, z0, method="naive"))
         return [{"part": "inversion", "method": "naive (flow-euler)", "steps": steps, "seconds": seconds, "cpu_seconds": cpu,
                  "nfe": result.nfe,
                  "note": "flow-matching model: no DDIMInverseScheduler loop to compare with"}]
     rows = []
-    for count, rounds, methods in [(steps, repeats, ("naive",))] + ([(full_steps, 1, ("naive", "exact"))] if full_steps else []):
-        schedule = make_schedule("ddim", pipe.scheduler.config, count)
-        ours: dict[str, list[tuple[float, float]]] = {method: [] for method in methods}
-        theirs: list[tuple[float, float]] = []
-        results: dict[str, Any] = {}
-        for _ in range(rounds):  # diffusers first: any warm-up cost lands on the reference, not on diffinv
-            (reference, calls), *times = _timed(denoiser.device, lambda: diffusers_inverse_loop(pipe, denoiser, z0, count))
-            theirs.append(tuple(times))
+    clock = NetworkClock(pipe.unet, denoiser.device)
+
+    def compare(work: Callable[[], Any]) -> tuple[Any, tuple[float, float, float]]:
+        clock.seconds = 0.0
+        result, wall, cpu = timed(denoiser.device, work)
+        return result, (wall, cpu, wall - clock.seconds)
+
+    try:
+        for count, rounds, methods in [(steps, repeats, ("naive",))] + ([(full_steps, 1, ("naive", "exact"))] if full_steps else []):
+            schedule = make_schedule("ddim", pipe.scheduler.config, count)
+            ours: dict[str, list[tuple[float, float, float]]] = {method: [] for method in methods}
+            theirs: list[tuple[float, float, float]] = []
+            results: dict[str, Any] = {}
+            for _ in range(rounds):  # diffusers first: any warm-up cost lands on the reference, not on diffinv
+                (reference, calls), times = compare(lambda: diffusers_inverse_loop(pipe, denoiser, z0, count))
+                theirs.append(times)
+                for method in methods:
+                    results[method], times = compare(lambda: invert_sampler(denoiser, schedule, z0, method=method))
+                    ours[method].append(times)
+            base = {"part": "inversion", "steps": count, "repeats": rounds}
+            wall, cpu, outside = (min(t[i] for t in theirs) for i in range(3))
+            rows.append({**base, "method": "diffusers DDIMInverseScheduler loop", "seconds": wall, "cpu_seconds": cpu,
+                         "outside_seconds": outside, "nfe": calls})
             for method in methods:
-                results[method], *times = _timed(denoiser.device, lambda: invert_sampler(denoiser, schedule, z0, method=method))
-                ours[method].append(tuple(times))
-        base = {"part": "inversion", "steps": count, "repeats": rounds}
-        wall, cpu = min(t[0] for t in theirs), min(t[1] for t in theirs)
-        rows.append({**base, "method": "diffusers DDIMInverseScheduler loop", "seconds": wall, "cpu_seconds": cpu, "nfe": calls})
-        for method in methods:
-            mine_wall, mine_cpu = min(t[0] for t in ours[method]), min(t[1] for t in ours[method])
-            rows.append({**base, "method": f"diffinv {method}", "seconds": mine_wall, "cpu_seconds": mine_cpu,
-                         "nfe": results[method].nfe, "ratio": mine_wall / wall, "cpu_ratio": mine_cpu / cpu if cpu > 0 else None,
-                         "noise_nmse_to_diffusers": nmse(results[method].noise, reference)})
+                mine_wall, mine_cpu, mine_outside = (min(t[i] for t in ours[method]) for i in range(3))
+                rows.append({**base, "method": f"diffinv {method}", "seconds": mine_wall, "cpu_seconds": mine_cpu,
+                             "outside_seconds": mine_outside, "nfe": results[method].nfe, "ratio": mine_wall / wall,
+                             "cpu_ratio": mine_cpu / cpu if cpu > 0 else None,
+                             "outside_share": (mine_outside - outside) / wall,
+                             "noise_nmse_to_diffusers": nmse(results[method].noise, reference)})
+    finally:
+        clock.close()
     return rows
 
 
@@ -257,7 +256,7 @@ def smoke_rows(pipe, spec: Spec, side: int, progress: bool = True) -> list[dict[
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                output, seconds, _ = _timed(denoiser.device, job)
+                output, seconds, _ = timed(denoiser.device, job)
             finite = bool(torch.isfinite(output).all())
             rows.append({**row, "seconds": seconds, "status": "ok" if finite else "not finite"})
         except Exception as error:  # the smoke pass reports every failure as a row
@@ -317,7 +316,7 @@ def run_full_size_benchmark(
                 _save(json_path, rows)
                 continue
             with out_of_memory_hint(f"building {spec.title} in {label}", "try --dtype bfloat16 or a smaller model"):
-                pipe, build_seconds, _ = _timed(device, lambda: build_pipeline(name, dtype, device, seed))
+                pipe, build_seconds, _ = timed(device, lambda: build_pipeline(name, dtype, device, seed))
             weights = sum(p.numel() * p.element_size() for p in network_of(pipe).parameters())
             vae_weights = sum(p.numel() * p.element_size() for p in pipe.vae.parameters())
             base.update(network_bytes=weights, vae_bytes=vae_weights)
@@ -364,6 +363,7 @@ COLUMNS: list[Column] = [
     ("model", "model", ""), ("dtype", "dtype", ""), ("part", "part", ""), ("method", "method", ""), ("pixels", "px", ""),
     ("frames", "frames", ""), ("chunk", "chunk", ""), ("steps_or_iterations", "steps/iters", ""), ("seconds", "seconds", ".2f"),
     ("seconds_per_iteration", "s/iter", ".2f"), ("peak_memory_mb", "peak MB", ".0f"), ("ratio", "ratio", ".3f"), ("cpu_ratio", "CPU ratio", ".3f"),
+    ("outside_seconds", "outside s", ".3f"), ("outside_share", "extra outside", ".2%"),
     ("noise_nmse_to_diffusers", "NMSE to diffusers", ".1e"),
     ("status", "status", ""), ("note", "note", ""),
 ]
