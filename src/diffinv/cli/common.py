@@ -128,8 +128,11 @@ def emit_rows(table: str, rows: list[dict[str, Any]], json_path: Path | None, mo
 
 
 def echo_report(report: dict[str, Any]) -> None:
-    """Print the report as JSON; the per-step residual list stays in report.json only."""
-    typer.echo(json.dumps({key: value for key, value in report.items() if key != "step_residuals"}, indent=2))
+    """Print the report as JSON, one key per line (a configuration or list on its line); the per-step residual
+    list stays in report.json only."""
+    shown = {key: value for key, value in report.items() if key != "step_residuals"}
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in shown.items()]
+    typer.echo("{\n" + ",\n".join(lines) + "\n}")
 
 
 def image_names(count: int, stem: str) -> list[str]:
