@@ -56,25 +56,18 @@ def test_an_unknown_table_name_is_an_error(tmp_path):
 def test_every_defined_table_is_on_a_page():
     renderer = load_renderer()
     used = {match["name"] for page in renderer.pages() for match in renderer.BLOCK.finditer(page.read_text())}
-    draft = ROOT / "docs" / "README.draft.md"
-    if draft.exists():
-        used |= {match["name"] for match in renderer.BLOCK.finditer(draft.read_text())}
     assert set(renderer.TABLES) <= used, sorted(set(renderer.TABLES) - used)
 
 
 def test_readme_is_short():
-    readme = ROOT / "docs" / "README.draft.md"
-    readme = readme if readme.exists() else ROOT / "README.md"
-    assert len(readme.read_text().splitlines()) <= 200
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
 
 
 HISTORY = re.compile(r"#\d|\bissue\b|\b(first|second|third|fourth|fifth|sixth) version|tiny-v\d|\b20\d\d-\d\d-\d\d\b", re.I)
 
 
 def test_readme_tells_no_history():
-    readme = ROOT / "docs" / "README.draft.md"
-    readme = readme if readme.exists() else ROOT / "README.md"
-    assert not HISTORY.findall(readme.read_text())
+    assert not HISTORY.findall((ROOT / "README.md").read_text())
 
 
 def test_pages_do_not_open_with_a_model_version():
