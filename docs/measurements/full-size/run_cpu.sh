@@ -25,7 +25,10 @@ run flux --models flux --dtype float32,bfloat16 --memory-limit 12
 run sd21_decoder_f32 --models sd2.1 --dtype float32 --parts decoder --frames 1 --iterations 1 --decoder-methods gradient,gradient-free --memory-limit 12
 run sd21_decoder_bf16 --models sd2.1 --dtype bfloat16 --parts decoder --frames 1 --iterations 1 --decoder-methods gradient,gradient-free --memory-limit 12
 run sd21_inversion_cpu --models sd2.1 --dtype float32 --parts inversion --steps 1 --repeats 3 --memory-limit 12
+# stopped for time after its first four runs (1 frame each way, then 4 frames at once); those rows are in
+# sd21_decoder_f32_4frames_stopped.json, and the chunked gradient-free run is the next command
 run sd21_decoder_f32_4frames --models sd2.1 --dtype float32 --parts decoder --frames 1,4 --iterations 1 --decoder-methods gradient,gradient-free --chunks all,1 --memory-limit 12
+run sd21_decoder_f32_4frames_chunked --models sd2.1 --dtype float32 --parts decoder --frames 4 --iterations 1 --decoder-methods gradient-free --chunks 1 --memory-limit 12
 run sd21_inversion_outside --models sd2.1 --dtype float32 --parts inversion --steps 2 --repeats 2 --memory-limit 12
 run sd3_smoke_call_bf16 --models sd3 --dtype bfloat16 --parts smoke,call --memory-limit 12
 # not run yet on this CPU (time): the bfloat16 call and inversion, every decoder method, SD3's float32 smoke pass
