@@ -360,3 +360,21 @@ def test_load_from_python_is_quiet(model_dir):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={k: v for k, v in os.environ.items() if "VERBOSITY" not in k})
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
+
+
+# the device and out-of-memory on every command
+
+
+def test_device_option_and_out_of_memory_are_one_line(model_dir, tmp_path, monkeypatch):
+    import diffinv.pipeline
+
+    result = run("generate", "--model", model_dir, "--prompt", "x", "--steps", 1, "--device", "cuda:7", "--out", tmp_path / "o")
+    one_line_error(result, "cuda")
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(diffinv.pipeline, "generate", exhausted)
+    result = run("generate", "--model", model_dir, "--prompt", "x", "--steps", 1, "--device", "cpu", "--out", tmp_path / "o")
+    one_line_error(result, "out of memory while running the model", "--dtype bfloat16")
+    assert not (tmp_path / "o").exists()

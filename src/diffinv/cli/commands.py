@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from diffinv.cli.common import (
+    DEVICE_HELP,
     SEED_BOUNDS,
     DTYPE_HELP,
     MODEL_HELP,
@@ -31,6 +32,7 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", "-p", help="text prompt"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     seed: int = typer.Option(0, help="seed of the initial noise (same noise as diffusers' Generator().manual_seed)", **SEED_BOUNDS),
     scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of sampling steps"),
@@ -52,7 +54,7 @@ def generate(
         check_writable(out)
         check_scheduler_name(scheduler)
         check_guidance(guidance)
-        pipe = load(model, dtype=dtype)
+        pipe = load(model, dtype=dtype, device=device)
         result = run_generate(
             pipe, prompt, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance,
             negative_prompt=negative_prompt, batch_size=num_images, height=height, width=width, progress=True,
@@ -73,6 +75,7 @@ def invert(
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     latent: Optional[Path] = typer.Option(None, help="invert this z_0 (safetensors, key 'latent') instead of images"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt used for inversion (empty for real images)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
     scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
@@ -122,13 +125,13 @@ def invert(
             settings = dict(model=model, dtype=dtype, prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler,
                             steps=steps, guidance=guidance, method=method, decoder=decoder,
                             method_options=method_options, decoder_options=decoder_options)
-            invert_folder(images, out, settings, batch_size, resize, overwrite)
+            invert_folder(images, out, settings, batch_size, resize, overwrite, device=device)
             return
         true_noise = true_latent = reference_image = None
         if reference is not None:
             true_noise = load_tensor(reference / "noise.safetensors", "noise")
             true_latent = load_tensor(reference / "latent.safetensors", "latent")
-        pipe = load(model, dtype=dtype)
+        pipe = load(model, dtype=dtype, device=device)
         kwargs: dict[str, Any] = dict(
             prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps, guidance=guidance,
             method=method, decoder=decoder, method_options=method_options, decoder_options=decoder_options, progress=True,
@@ -190,7 +193,7 @@ def settings_of_report(path: Path) -> dict[str, Any]:
 
 
 def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batch_size: int, resize: bool,
-                  overwrite: bool, exit_on_failure: bool = True, check_model=None):
+                  overwrite: bool, exit_on_failure: bool = True, check_model=None, device: str | None = None):
     """The dataset form of `invert`: stream, resume, shard; each failure named and a summary line on stderr;
     exit 1 if any image failed. `check_model(pipe)` refuses, before any work, what does not fit the loaded
     model. Returns the run's summary on the main process (None on the others)."""
@@ -201,7 +204,7 @@ def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batc
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     distribution = Distribution.detect()
-    pipe = load(settings["model"], dtype=settings["dtype"])
+    pipe = load(settings["model"], dtype=settings["dtype"], device=device)
     if check_model is not None:
         check_model(pipe)
     if distribution.device.startswith("cuda"):
@@ -224,6 +227,7 @@ def invert_folder(sources: list[Path], out: Path, settings: dict[str, Any], batc
 @app.command("check-cocoercivity")
 def check_cocoercivity_command(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     step_size: float = typer.Option(0.5, help="the forward step's rho (or 2 lambda beta for inertial KM) to check"),
     alpha: float = typer.Option(0.0, help="inertia of the iterates (0 = forward step)"),
     n: int = typer.Option(4, "--n", min=1, help="latents to measure at"),
@@ -243,7 +247,7 @@ def check_cocoercivity_command(
         from diffinv.models.loading import load
         from diffinv.pipeline import generate, latent_shape, seeded_noise
 
-        pipe = load(model)
+        pipe = load(model, device=device)
         if prompt is None:
             latents = torch.randn(latent_shape(pipe, n), generator=torch.Generator().manual_seed(seed))
         else:

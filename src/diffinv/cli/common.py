@@ -68,7 +68,8 @@ SEED_BOUNDS = {"min": SEED_RANGE[0], "max": SEED_RANGE[1]}
 from diffinv.sampler.registry import scheduler_help  # noqa: E402  (the registered names; imports neither torch nor diffusers)
 
 SCHEDULER_HELP = scheduler_help()
-DTYPE_HELP = "float32 or float16: the dtype the model's weights run in (latents stay float32)"
+DTYPE_HELP = "float32, bfloat16 or float16: the dtype the model's weights run in (latents and solver state stay float32)"
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the first GPU when there is one, else the CPU)"
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from diffinv.cli.common import (
+    DEVICE_HELP,
     DTYPE_HELP,
     MODEL_HELP,
     SCHEDULER_HELP,
@@ -30,6 +31,7 @@ def edit(
     target_prompt: str = typer.Option(..., "--target-prompt", help="what the edited image should show"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     mode: str = typer.Option("prompt-to-prompt", help="prompt-to-prompt or diffedit"),
     mask: Optional[Path] = typer.Option(None, help="mask image, any size (white = region to edit); default: DiffEdit's estimate"),
     scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
@@ -60,7 +62,7 @@ def edit(
         check_names(scheduler, method, decoder, guidance, options["method_option"])
         mode_config = EDIT_MODES.resolve(mode, options["mode_option"])  # bad modes and options refused before loading
         user_mask = load_mask(mask) if mask is not None else None
-        pipe = load(model, dtype=dtype)
+        pipe = load(model, dtype=dtype, device=device)
         images = read_images(pipe, [image], resize)
         result = run_edit(pipe, images, source_prompt, target_prompt, method=method, decoder=decoder, mode=mode_config,
                           mask=user_mask, scheduler=scheduler, steps=steps, guidance=guidance,

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from diffinv.cli.common import (
+    DEVICE_HELP,
     SEED_BOUNDS,
     MODEL_HELP,
     SCHEDULER_HELP,
@@ -30,6 +31,7 @@ def watermark_embed(
     prompt: str = typer.Option(..., "--prompt", "-p", help="text prompt"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     key: Optional[Path] = typer.Option(None, help="reuse this key file (default: make a new one, saved as OUT/key.safetensors)"),
     seed: int = typer.Option(0, help="seed of the initial noise", **SEED_BOUNDS),
     key_seed: int = typer.Option(0, help="seed of a new key", **SEED_BOUNDS),
@@ -50,7 +52,7 @@ def watermark_embed(
 
         check_writable(out)
         check_scheduler_name(scheduler)
-        pipe = load(model)
+        pipe = load(model, device=device)
         shape = latent_shape(pipe, 1)[1:]
         the_key = WatermarkKey.load(key) if key else make_key(shape, channel, radius, pattern, key_seed)
         result = generate_watermarked(pipe, prompt, the_key, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance, progress=True)
@@ -69,6 +71,7 @@ def watermark_detect(
     images: list[Path] = typer.Argument(..., help="image files, or a dataset: a folder, a glob or a .txt/.jsonl manifest"),
     key: list[Path] = typer.Option(..., help="key file written by `watermark embed` (repeat for several keys)"),
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt for inversion (Tree-Ring: empty)"),
     scheduler: Optional[str] = typer.Option(None, help="sampler to invert; " + SCHEDULER_HELP),
     steps: int = typer.Option(50, help="number of steps to invert"),
@@ -117,7 +120,7 @@ def watermark_detect(
                 decoder_options=parse_options(decoder_option)))
             return
         the_key = keys[0]
-        pipe = load(model)
+        pipe = load(model, device=device)
         the_key.check_fits(latent_shape(pipe, 1)[1:], str(key[0]))
         attacked = [pil_to_tensor(apply_attack(image, attack, seed=index))
                     for index, image in enumerate(tensor_to_pil(read_images(pipe, images, resize)))]

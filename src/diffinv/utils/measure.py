@@ -73,23 +73,24 @@ class Cost:
 
 
 _depth = 0  # how many measured blocks are open
-_tracking = 0  # > 0: peak memory is measured
+_tracking = False  # whether peak memory is measured
 
 
 def track_memory(enabled: bool = True) -> None:
-    """Measure peak memory from now on in this process (see the module docstring for what that touches)."""
+    """Measure peak memory from now on in this process, or stop (see the module docstring for what it touches)."""
     global _tracking
-    _tracking = max(0, _tracking + (1 if enabled else -1))
+    _tracking = enabled
 
 
 @contextmanager
 def tracking_memory() -> Iterator[None]:
-    """Measure peak memory inside the block (see the module docstring for what that touches)."""
-    track_memory(True)
+    """Measure peak memory inside the block (see the module docstring for what that touches); as before after it."""
+    global _tracking
+    previous, _tracking = _tracking, True
     try:
         yield
     finally:
-        track_memory(False)
+        _tracking = previous
 
 
 def largest(*peaks: int | None) -> int | None:
