@@ -78,15 +78,17 @@ def user_errors() -> Iterator[None]:
     status 2; and peak memory is measured (the command owns its process, see `diffinv.utils.measure`)."""
     from diffinv.decoder import DecoderInversionDiverged
     from diffinv.inversion import InversionDiverged
+    from diffinv.models.device import OutOfMemory, out_of_memory_hint
     from diffinv.models.loading import ModelNotFoundError
     from diffinv.utils.images import ImageError
     from diffinv.utils.measure import track_memory
 
     track_memory()
-
     try:
-        yield
-    except (
+        with out_of_memory_hint("running the model", "lower --batch-size or --num-images, use --dtype bfloat16 (float16 "
+                                "on a GPU), a smaller image, or --decoder-option chunk_size=1"):
+            yield
+    except (OutOfMemory, 
         ImageError, ModelNotFoundError, InversionDiverged, DecoderInversionDiverged, FloatingPointError, FileNotFoundError,
         KeyError, ValueError,
     ) as error:
