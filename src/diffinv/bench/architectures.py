@@ -10,7 +10,6 @@ a run's settings (models, parts, chunks, the --json path) are here too, so a bad
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from diffinv.models.device import resolve_device
 from diffinv.models.loading import parse_dtype
 from diffinv.models.testing import SD_SCHEDULER_CONFIG
 from diffinv.models.tokenizer import build_tokenizer
+from diffinv.utils.outputs import check_output_file
 
 #: The models `diffinv bench full-size --models` takes (the keys of `SPECS`).
 MODEL_NAMES = ("sd2.1", "sdxl", "sd3", "flux")
@@ -256,25 +256,9 @@ def fit_reason(name: str, dtype: torch.dtype, device: torch.device, limit: int |
 
 
 def check_json_path(path: str | Path | None) -> None:
-    """Refuse, before any work, a --json path that could not be written."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a folder")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}."):
-            pass
-        if path.exists():
-            with path.open("a"):
-                pass
-    except OSError as error:
-        raise ValueError(f"cannot write {path}: {error.strerror or error}") from None
+    """Refuse, before any work, a --json path that could not be written (`utils.outputs.check_output_file`)."""
+    if path is not None:
+        check_output_file(path)
 
 
 def check_models(names: Sequence[str]) -> list[str]:
