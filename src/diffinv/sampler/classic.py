@@ -16,6 +16,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from diffinv.models.prediction import Point
 from diffinv.sampler.registry import Sampler
 from diffinv.sampler.schedule import Step, alphas_cumprod_point, network_timestep, sigma_point
+from diffinv.sampler.solvers import multistep_order
 
 
 def ddim_steps(scheduler: DDIMScheduler, num_steps: int) -> list[Step]:
@@ -44,16 +45,11 @@ def euler_steps(scheduler: EulerDiscreteScheduler, num_steps: int) -> list[Step]
 
 def dpm_order(index: int, num_steps: int, solver_order: int, config) -> int:
     """The order diffusers' DPMSolverMultistepScheduler.step uses at step `index` (same rules)."""
-    lower_order_final = index == num_steps - 1 and (
+    lower_final = index == num_steps - 1 and (
         config.euler_at_final or (config.lower_order_final and num_steps < 15) or config.final_sigmas_type == "zero"
     )
-    lower_order_second = index == num_steps - 2 and config.lower_order_final and num_steps < 15
-    warm_up = min(index, solver_order)  # diffusers' lower_order_nums
-    if solver_order == 1 or warm_up < 1 or lower_order_final:
-        return 1
-    if solver_order == 2 or warm_up < 2 or lower_order_second:
-        return 2
-    return 3
+    lower_second = index == num_steps - 2 and config.lower_order_final and num_steps < 15
+    return multistep_order(index, solver_order, lower_final, lower_second)
 
 
 def dpm_steps(scheduler: DPMSolverMultistepScheduler, num_steps: int) -> list[Step]:

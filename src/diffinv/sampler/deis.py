@@ -18,7 +18,7 @@ from diffusers import DEISMultistepScheduler
 from diffinv.models.prediction import Point
 from diffinv.sampler.registry import Sampler
 from diffinv.sampler.schedule import Step, sigma_point
-from diffinv.sampler.solvers import Record, evaluate
+from diffinv.sampler.solvers import Record, evaluate, multistep_order
 
 
 def _rho(point: Point) -> float:
@@ -69,14 +69,8 @@ class DEIS:
 
 def deis_order(index: int, count: int, solver_order: int, lower_order_final: bool) -> int:
     """The order diffusers' DEISMultistepScheduler.step uses at step `index`."""
-    final = index == count - 1 and lower_order_final and count < 15
-    second = index == count - 2 and lower_order_final and count < 15
-    warm_up = min(index, solver_order)
-    if solver_order == 1 or warm_up < 1 or final:
-        return 1
-    if solver_order == 2 or warm_up < 2 or second:
-        return 2
-    return 3
+    lowered = lower_order_final and count < 15
+    return multistep_order(index, solver_order, lowered and index == count - 1, lowered and index == count - 2)
 
 
 def deis_steps(scheduler: DEISMultistepScheduler, num_steps: int) -> list[Step]:

@@ -145,3 +145,15 @@ def usable_records(start: Point, records: Sequence[Record], limit: int = 3) -> l
             break
         kept.append(record)
     return kept
+
+
+def multistep_order(index: int, solver_order: int, lower_final: bool, lower_second: bool) -> int:
+    """The order a diffusers multistep scheduler (DPM-Solver++, DEIS) uses at step `index`: warming up from 1
+    (diffusers' lower_order_nums), capped at `solver_order`, lowered to 1 at the last step and to 2 at the one
+    before where the scheduler says so."""
+    warm_up = min(index, solver_order)
+    if solver_order == 1 or warm_up < 1 or lower_final:
+        return 1
+    if solver_order == 2 or warm_up < 2 or lower_second:
+        return 2
+    return 3
