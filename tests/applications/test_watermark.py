@@ -167,9 +167,11 @@ def test_watermark_benchmark_rows_and_json(model_dir, tmp_path):
     result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--pipelines", "encoder+exact:anderson=2,sweeps=0"])
     assert result.exit_code == 2 and "sweeps" in result.output  # options are checked before any image is made
     from diffinv.bench.watermark import parse_pipeline
+    from diffinv.decoder import GradientFree
     from diffinv.inversion import Exact
 
-    assert parse_pipeline("gradient-free+exact:anderson=2,stall=10") == ("gradient-free", Exact(anderson=2, stall=10))
+    assert parse_pipeline("gradient-free+exact:anderson=2,stall=10") == (GradientFree(), Exact(anderson=2, stall=10))
+    assert parse_pipeline("gradient-free:clipped=false+naive")[0] == GradientFree(clipped=False)
     out = tmp_path / "options.json"
     result = runner.invoke(app, ["bench", "watermark", "--model", str(model_dir), "--n", "2", "--steps", "3", "--attacks", "clean",
                                  "--pipelines", "encoder+naive,encoder+exact:anderson=2,tol=1e-5", "--json", str(out)])

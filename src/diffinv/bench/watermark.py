@@ -29,7 +29,7 @@ from diffinv.applications.watermark import (
 )
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import format_table
-from diffinv.decoder import check_decoder_name
+from diffinv.decoder import DECODERS, DecoderMethod
 from diffinv.inversion import Method
 from diffinv.pipeline import generate, invert, latent_shape, seeded_noise
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
@@ -49,12 +49,13 @@ COLUMNS = [
 ]
 
 
-def parse_pipeline(spec: str) -> tuple[str, Method]:
-    """ "decoder+method" or "decoder+method:key=value,..." -> (decoder, method configuration), both checked."""
+def parse_pipeline(spec: str) -> tuple[DecoderMethod, Method]:
+    """ "decoder+method", either with options ("gradient-free:clipped=false+exact:tol=1e-5") -> (decoder
+    configuration, method configuration), both checked."""
     decoder, plus, method_spec = spec.partition("+")
     if not plus:
         raise ValueError(f"inversion pipeline {spec!r} is not DECODER+METHOD (e.g. gradient-free+exact)")
-    return check_decoder_name(decoder), resolve_method(method_spec)
+    return DECODERS.resolve(decoder), resolve_method(method_spec)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def run_watermark_benchmark(
             predicted = classify(noise[marked], data.keys, score)
             correct = int((predicted == data.key_index[marked]).sum())
             rows.append({
-                "attack": attack, "pipeline": spec, "decoder": decoder, "method": method.name, "method_config": method.as_dict(), "scheduler": result.scheduler,
+                "attack": attack, "pipeline": spec, "decoder": decoder.name, "decoder_config": decoder.as_dict(), "method": method.name, "method_config": method.as_dict(), "scheduler": result.scheduler,
                 "steps": steps, "guidance": inversion_guidance, "generation_guidance": generation_guidance, "known_prompt": known_prompt, "n": n,
                 "score": score, "radius": data.keys[0].radius, "default_radius": default_radius(data.keys[0].mask.shape[-2]),
                 "auc": auc(scores[first].tolist(), scores[clean].tolist()),
