@@ -38,11 +38,35 @@ def invert_sampler(
     config = METHODS.resolve(method, options)
     result = run_inversion(denoiser, schedule, latent, config.build(), config.name, keep_trajectory=keep_trajectory,
                            progress=progress)
+    if getattr(config, "keep_better", False) and not result.converged:
+        keep_better_than_naive(denoiser, schedule, latent, result)
     result.method_config = config.as_dict()
     if schedule.note:
         result.notes.insert(0, schedule.note)
     return result
 
 
+def keep_better_than_naive(denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor, result: InversionResult) -> None:
+    """Never return a noise worse than the warm start: where an iterative method did not converge, each latent
+    keeps whichever of its noise and naive inversion's regenerates z_0 closer through the sampler (the only
+    judge there is without the true noise). Costs a naive pass and two sampling passes, counted in `nfe`;
+    the result says which latents took naive's noise."""
+    from diffinv.inversion.sweeps import regeneration_errors
+
+    before = denoiser.nfe
+    with torch.inference_mode():
+        naive = run_inversion(denoiser, schedule, latent, Naive().build(), "naive").noise
+        mine = regeneration_errors(denoiser, schedule, latent.float(), result.noise)
+        theirs = regeneration_errors(denoiser, schedule, latent.float(), naive)
+    worse = (theirs < mine).to(result.noise.device)
+    result.nfe += denoiser.nfe - before
+    result.returned = ["naive" if bool(w) else result.method for w in worse]
+    if worse.any():
+        shape = (-1,) + (1,) * (result.noise.ndim - 1)
+        result.noise = torch.where(worse.view(shape), naive.to(result.noise.dtype), result.noise)
+        result.notes.append(f"{int(worse.sum())} of {len(worse)} latents kept naive inversion's noise, which "
+                            f"regenerates z_0 closer than the unconverged {result.method} inversion's")
+
+
 __all__ = ["METHODS", "EasyInv", "Exact", "FixedPoint", "InversionDiverged", "InversionResult", "Method", "Naive",
-           "ReNoise", "StepSolver", "check_method_name", "invert_sampler"]
+           "ReNoise", "StepSolver", "check_method_name", "invert_sampler", "keep_better_than_naive"]

@@ -70,6 +70,8 @@ class Exact(Method):
     refine_inner: int = bounded(50, min=1, help="conjugate-gradient iterations per matrix-free Levenberg-Marquardt step")
     regeneration_tol: float | None = bounded(
         1e-2, above=0.0, help="on a multistep sampler, the relative error of regenerating z_0 allowed (None: unchecked)")
+    keep_better: bool = bounded(True, help="when steps do not converge, return per latent whichever of this noise and "
+                                           "naive inversion's regenerates z_0 closer (costs a naive pass and two samplings)")
 
     def build(self) -> StepSolver:
         warmup = self.warmup if self.warmup is not None else (0 if self.anderson else 20)
@@ -94,6 +96,7 @@ class FixedPoint(Method):
     stall: int | None = bounded(50, min=1, help="give a step up after this many iterations without a 1% fall")
     fine_steps: int = bounded(10, min=1, help="fine naive sub-steps per interval for a multistep sampler's earlier predictions")
     regeneration_tol: float | None = bounded(1e-2, above=0.0, help="as Exact's")
+    keep_better: bool = bounded(True, help="as Exact's")
 
     def build(self) -> StepSolver:
         return ImplicitInversion(fixed_point=True, fine_steps=self.fine_steps, average=self.average,

@@ -51,6 +51,9 @@ class InversionResult:
     step_log: list[dict[str, Any]] = field(default_factory=list)
     #: how the run ended, in the vocabulary every stage shares (`diffinv.utils.status.Status`)
     status: Status = Status.CONVERGED
+    #: per latent, which inversion's noise was returned ("naive" where an unconverged method's regenerated z_0
+    #: less closely than naive inversion's; see `keep_better`); empty when no choice was made
+    returned: list[str] = field(default_factory=list)
     #: the decoder stage's own result, when the run started from an image (`diffinv.invert`)
     decoder_result: Any = None
 
@@ -70,6 +73,8 @@ class InversionResult:
         }
         if self.method_config:
             report["method_config"] = self.method_config
+        if self.returned:
+            report["returned"] = self.returned
         if self.residuals:
             report["max_step_residual"] = max(self.residuals)
             report["step_residuals"] = self.residuals
