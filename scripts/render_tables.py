@@ -279,6 +279,7 @@ TABLES: dict[str, Table] = {
     "decoder-samples": Table(["tiny/decoder_samples.json"], DECODER),
     "wm-attacks": Table(["tiny/wm_attacks.json", "tiny/wm_attacks_gf.json"], WATERMARK, interleave),
     "wm-clean2": Table(["tiny/wm_clean2.json"], WATERMARK),
+    "decoder-watermark": Table(["tiny/decoder_saved_watermark.json"], WATERMARK),
     "wm-defaults": Table(["tiny/wm_defaults.json", "tiny/wm_paper_settings.json"],
                          [("score", "score", ""), ("key radius", "radius", "")] + WATERMARK),
     "wm-clean64": Table(["tiny/wm_clean64.json", "tiny/wm_r4_clean64.json"], [
