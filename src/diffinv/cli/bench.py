@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from diffinv.cli.common import (
+    DEVICE_HELP,
     SEED_BOUNDS,
     JsonOutput,
     MODEL_HELP,
@@ -35,6 +36,7 @@ def sampler_grid(schedulers: str, guidances: str, n: int) -> tuple[list[tuple[st
 @bench_app.command("watermark")
 def bench_watermark(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     n: int = typer.Option(8, "--n", help="images per class (clean, and each of 3 keys)"),
     pipelines: str = typer.Option(",".join(("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")),
                                   help="comma-separated DECODER+METHOD inversion pipelines, method options after a colon (gradient-free+exact:anderson=3)"),
@@ -61,7 +63,7 @@ def bench_watermark(
         pipeline_list = split_specs(pipelines)
         for spec in pipeline_list:
             parse_pipeline(spec)
-        pipe = load(model)
+        pipe = load(model, device=device)
         rows = run_watermark_benchmark(
             pipe, n=n, pipelines=pipeline_list, attacks=split_list(attacks),
             scheduler=scheduler, steps=steps, generation_guidance=generation_guidance,
@@ -73,6 +75,7 @@ def bench_watermark(
 @bench_app.command("reconstruction")
 def bench_reconstruction(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     images: Optional[str] = typer.Option(
         None, help="comma-separated: a folder of images, 'skimage' (scikit-image's photos), 'white' (white-area test images)"
     ),
@@ -118,7 +121,7 @@ def bench_reconstruction(
         rows: list[dict[str, Any]] = []
         bench_images = None
         for name in dtypes:
-            pipe = load(model, dtype=name)
+            pipe = load(model, dtype=name, device=device)
             if bench_images is None:
                 size = default_image_side(pipe)
                 bench_images = image_sources(images, size) if images else []
@@ -136,6 +139,7 @@ def bench_reconstruction(
 @bench_app.command("sampler-inversion")
 def bench_sampler_inversion(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     n: int = typer.Option(4, "--n", help="latents (seeds SEED..SEED+N-1) per sampler and guidance"),
     schedulers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
     guidances: str = typer.Option("1,3,7.5", help="comma-separated guidance scales"),
@@ -163,7 +167,7 @@ def bench_sampler_inversion(
             resolve_method(label, tol)
         if image:
             check_decoder_name(decoder)
-        pipe = load(model, dtype=dtype)
+        pipe = load(model, dtype=dtype, device=device)
         rows = run_sampler_benchmark(
             pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list,
             prompt=split_list(prompt, "|") or [""], seed=seed, tol=tol, image=image, decoder=decoder,
@@ -174,6 +178,7 @@ def bench_sampler_inversion(
 @bench_app.command("decoder-inversion")
 def bench_decoder_inversion(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     frames: str = typer.Option("1,4,16", help="comma-separated frame counts (one table each)"),
     iterations: str = typer.Option("20,50,100,200", help="comma-separated iteration counts"),
     methods: Optional[str] = typer.Option(None, help="comma-separated variants, e.g. 'gradient-free,gradient:lr=0.01,schedule=false' (default: the paper's set)"),
@@ -195,7 +200,7 @@ def bench_decoder_inversion(
         from diffinv.models.loading import load
 
         variants = split_specs(methods) if methods else None
-        pipe = load(model)
+        pipe = load(model, device=device)
         run_decoder_benchmark(
             pipe, frames=whole_numbers(frames), iterations=whole_numbers(iterations), methods=variants,
             dtype=split_list(dtypes), out_json=json_path, out_plot=plot, model_name=model,
@@ -208,6 +213,7 @@ def bench_decoder_inversion(
 @bench_app.command("editing")
 def bench_editing(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     n: int = typer.Option(8, "--n", help="generated images per (edit, sampler, guidance)"),
     schedulers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
     guidances: str = typer.Option("3,7.5", help="comma-separated guidance scales"),
@@ -232,7 +238,7 @@ def bench_editing(
         scheduler_list, guidance_list = sampler_grid(schedulers, guidances, n)
         mode_list = [check_mode_spec(spec) for spec in split_specs(modes)]
         check_decoder_name(decoder)
-        pipe = load(model)
+        pipe = load(model, device=device)
         rows = run_editing_benchmark(pipe, n=n, schedulers=scheduler_list, guidances=guidance_list,
                                      methods=split_specs(methods), modes=mode_list, edits=split_list(edits),
                                      photos=split_list(photos), decoder=decoder, tol=tol, seed=seed)
@@ -242,6 +248,7 @@ def bench_editing(
 @bench_app.command("overhead")
 def bench_overhead(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     steps: str = typer.Option("10,50", help="comma-separated step counts"),
     guidances: str = typer.Option("1,7.5", help="comma-separated guidance scales"),
     batch: int = typer.Option(1, help="latents per inversion"),
@@ -256,7 +263,7 @@ def bench_overhead(
         step_list, guidance_list = whole_numbers(steps), finite_numbers(guidances)
         if batch < 1 or repeats < 1:
             raise ValueError("--batch and --repeats must be at least 1")
-        pipe = load(model)
+        pipe = load(model, device=device)
         rows = [row for count in step_list for w in guidance_list
                 for row in run_overhead_benchmark(pipe, steps=count, guidance=w, batch=batch, repeats=repeats)]
         emit_rows(format_rows(rows), rows, json_path, model)
