@@ -151,7 +151,8 @@ def test_the_result_reports_the_clipped_share(clipped_problem):
     assert clipped_fraction(half) == pytest.approx(6 / 12)
 
 
-def test_encoder_stage_never_decodes_and_its_seconds_cover_the_call():
+def counting_autoencoder() -> tuple[Autoencoder, dict[str, int]]:
+    """The tiny test autoencoder, its decoder calls counted in the returned dict."""
     autoencoder = Autoencoder(tiny_pipeline(seed=0).vae)
     calls = {"decode": 0}
     original = autoencoder.decode
@@ -161,6 +162,11 @@ def test_encoder_stage_never_decodes_and_its_seconds_cover_the_call():
         return original(latent)
 
     autoencoder.decode = counting_decode
+    return autoencoder, calls
+
+
+def test_encoder_stage_never_decodes_and_its_seconds_cover_the_call():
+    autoencoder, calls = counting_autoencoder()
     # large enough that the stage's work dwarfs the garbage collection `measure` runs before it (not stage work)
     images = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
     invert_decoder(autoencoder, images[:1])  # warm-up
@@ -173,15 +179,7 @@ def test_encoder_stage_never_decodes_and_its_seconds_cover_the_call():
 
 
 def test_iterative_stage_seconds_include_the_final_residual():
-    autoencoder = Autoencoder(tiny_pipeline(seed=0).vae)
-    calls = {"decode": 0}
-    original = autoencoder.decode
-
-    def counting_decode(latent):
-        calls["decode"] += 1
-        return original(latent)
-
-    autoencoder.decode = counting_decode
+    autoencoder, calls = counting_autoencoder()
     images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
     started = time.perf_counter()
     result = invert_decoder(autoencoder, images, "forward-step", iterations=3, on_divergence="warn")

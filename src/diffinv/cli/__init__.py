@@ -23,11 +23,16 @@ QUIET_ENVIRONMENT = {
 }
 
 
+def quiet_environment() -> None:
+    """Set the environment variables the libraries read on import (unless the user set them)."""
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 def quiet_libraries() -> None:
     """Keep the terminal for diffinv's own progress bars and report: no loader chatter from the libraries
     (the environment variables they read on import, and their loggers if already imported)."""
-    for name, value in QUIET_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    quiet_environment()
     from diffinv.models.loading import silence_libraries
 
     silence_libraries()
@@ -44,8 +49,7 @@ def main() -> None:
     import typer
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
-    for name, value in QUIET_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    quiet_environment()
     warnings.showwarning = _one_line_warning
     try:
         code = app(prog_name="diffinv", standalone_mode=False)
