@@ -254,6 +254,34 @@ def headline(rows: list[Row]) -> list[Row]:
     return out
 
 
+def clip_before_after(rows: list[Row]) -> list[Row]:
+    """Editing from saved scenes: per decoder method, sampler and guidance, exact inversion after the decoder fit as
+    before (clipped=false) and clip-aware (the default), each the mean of the colour and shape cells, per mode where
+    the mode matters; with the true noise's background PSNR (a perfect inversion) beside them."""
+    def average(label: str, where: tuple, field: str, mode: str | None = None, clipped: bool | None = None) -> float:
+        return mean(row[field] for row in rows if row["label"] == label and mode in (None, row["mode"])
+                    and (row["scheduler"], row["steps"], row["guidance"]) == where[1:]
+                    and (label == "true-noise" or (row["decoder"], row["decoder_config"]["clipped"]) == (where[0], clipped)))
+
+    out = []
+    for where in dict.fromkeys((row["decoder"], row["scheduler"], row["steps"], row["guidance"])
+                               for row in rows if row["label"] == "exact-aa"):
+        out.append({"decoder": where[0], "sampler": f"{where[1]}-{where[2]}", "guidance": where[3],
+                    "true": " / ".join(f"{average('true-noise', where, 'background_psnr', mode):.2f}"
+                                       for mode in ("prompt-to-prompt", "diffedit"))})
+        for clipped in (False, True):
+            for field in ("latent_nmse_db", "noise_nmse", "reconstruction_psnr"):
+                out[-1][f"{field}_{clipped}"] = average("exact-aa", where, field, clipped=clipped)
+            for mode in ("prompt-to-prompt", "diffedit"):
+                for field in ("background_psnr", "success"):
+                    out[-1][f"{mode} {field}_{clipped}"] = average("exact-aa", where, field, mode, clipped)
+    return out
+
+
+def before_after(field: str, fmt: str) -> Callable[[Row], str]:
+    return lambda row: f"{row[f'{field}_False']:{fmt}} -> {row[f'{field}_True']:{fmt}}"
+
+
 def history(rows: list[Row]) -> list[Row]:
     (data,) = rows
     return data["items"]
@@ -294,6 +322,15 @@ TABLES: dict[str, Table] = {
     "editing-scenes": Table(["tiny/editing.json"], EDITING, lambda rows: [
         row for row in rows if row["images"] == "scenes" and row["method"] in ("true-noise", "naive", "exact-aa")]),
     "p2p-ablation": Table(["tiny/p2p_ablation.json"], EDITING),
+    "decoder-editing": Table(["tiny/decoder_saved_editing.json"], [
+        ("decoder", "decoder", ""), ("sampler", "sampler", ""), ("guidance", "guidance", "g"),
+        ("latent NMSE dB", before_after("latent_nmse_db", ".2f"), ""), ("noise NMSE", before_after("noise_nmse", ".3f"), ""),
+        ("rec PSNR", before_after("reconstruction_psnr", ".2f"), ""),
+        ("bg PSNR, P2P", before_after("prompt-to-prompt background_psnr", ".2f"), ""),
+        ("bg PSNR, DiffEdit", before_after("diffedit background_psnr", ".2f"), ""),
+        ("edit ok, P2P", before_after("prompt-to-prompt success", ".2f"), ""),
+        ("edit ok, DiffEdit", before_after("diffedit success", ".2f"), ""),
+        ("true noise bg PSNR, P2P / DiffEdit", "true", "")], clip_before_after),
     "overhead": Table(["tiny/overhead.json"], [
         ("steps", "steps", "d"), ("guidance", "guidance", "g"), ("batch", "batch", "d"),
         ("diffinv seconds", "diffinv_seconds", ".4f"), ("diffusers seconds", "diffusers_seconds", ".4f"),

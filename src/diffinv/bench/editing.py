@@ -10,6 +10,9 @@ SSIM against the input. An edit succeeds when the checker reads the target colou
 source background in the edited image. Photos: scikit-image's photos with a given mask (a centred
 disc), "a photo" -> "a photo with a red circle", background PSNR/SSIM outside the mask (the edit
 itself cannot be read there). Inversion runs once per (image batch, method) and serves both modes.
+With `saved` the scenes are edited as `diffinv generate` saves them (clipped and rounded to 8 bits,
+`diffinv.bench.decoder.saved_image`), so the decoder inversion (`decoder`, options after a colon:
+``gradient:clipped=false``) starts from what a PNG holds; the photos are 8-bit files already.
 The method `true-noise` edits generated scenes from the noise they were sampled from (a perfect
 inversion, no decoder inversion): the ceiling each mode reaches, which tells an inversion's shortfall
 from the mode's own; photos have no true noise and skip it.
@@ -27,13 +30,16 @@ from tqdm.auto import tqdm
 
 from diffinv.applications.editing import EDIT_MODES, MODES, edit_scores
 from diffinv.applications.editing import edit as run_edit
+from diffinv.bench.decoder import saved_image
 from diffinv.bench.images import skimage_images
 from diffinv.bench.methods import resolve_method
 from diffinv.bench.tables import Column, format_table
+from diffinv.decoder import DECODERS
 from diffinv.inversion import METHODS, InversionResult
 from diffinv.pipeline import default_image_side, generate, seeded_noise
 from diffinv.bench.scenes import COLORS, SHAPES, caption, read_scene, shape_region
 from diffinv.utils.images import tensor_to_pil
+from diffinv.utils.metrics import nmse, to_db
 
 TRUE_NOISE = "true-noise"
 DEFAULT_METHODS = (TRUE_NOISE, "naive", "exact-aa", "easyinv", "renoise", "fixed-point")
@@ -123,13 +129,18 @@ def run_editing_benchmark(
     edits: Sequence[str] = EDITS,
     photos: Sequence[str] = PHOTOS,
     decoder: str = "encoder",
+    saved: bool = False,
     tol: float = 1e-4,
     grow: int = 2,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per (images, edit, sampler, guidance, method, mode), averaged over the images. A mode is a
-    spec with options after a colon (``prompt-to-prompt:local_blend=0.3``), shown as written."""
+    spec with options after a colon (``prompt-to-prompt:local_blend=0.3``), shown as written; so is `decoder`
+    (``gradient:clipped=false``). `saved`: edit the scenes as 8-bit files hold them (see the module's docstring).
+    Scene rows also give the recovered noise's NMSE against the true noise and the latent's in dB."""
+    decoder_config = DECODERS.resolve(decoder)  # a bad name or option is refused before any image is generated
+    tags = dict(decoder_label=decoder, decoder_config=decoder_config.as_dict(), saved=saved)
     for spec in modes:
         check_mode_spec(spec)
     for label in methods:
@@ -155,30 +166,38 @@ def run_editing_benchmark(
                 sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
                 noise = torch.cat([seeded_noise(pipe, seed + i) for i in range(n)])
                 made = generate(pipe, sources, noise=noise, **settings)
-                inputs = made.image.cpu()
+                inputs = saved_image(made.image).cpu() if saved else made.image.cpu()
                 truth = InversionResult(noise=noise, latent=made.latent, method=TRUE_NOISE, **settings)
                 for label in methods:
-                    for mode, result in _edit_all(pipe, inputs, sources, targets, label, tol, decoder, modes, None,
+                    for mode, result in _edit_all(pipe, inputs, sources, targets, label, tol, decoder_config, modes, None,
                                                   inversion=truth if label == TRUE_NOISE else None, **settings):
                         readings = [read_scene(np.asarray(im)) for im in result.edited_images]
                         hits = [(r.color, r.background) == (t[0], t[2]) if kind == "colour" else
                                 (r.shape, r.color, r.background) == (t[1], t[0], t[2]) for r, (_, _, t) in zip(readings, pairs)]
+                        found = result.inversion
+                        errors = {} if label == TRUE_NOISE else dict(
+                            noise_nmse=nmse(found.noise, noise),
+                            latent_nmse_db=to_db(nmse(found.latent, made.latent)))
                         rows.append(_row(result, inputs, background_of(inputs, result.edited, grow), float(np.mean(hits)),
-                                         mode, images="scenes", edit=kind, label=label, **settings))
+                                         mode, images="scenes", edit=kind, label=label, **tags, **errors, **settings))
                     bar.update(1)
             if photos:
                 count = len(photo_batch)
                 for label in photo_methods:
                     for mode, result in _edit_all(pipe, photo_batch, [PHOTO_PROMPTS[0]] * count, [PHOTO_PROMPTS[1]] * count,
-                                                  label, tol, decoder, modes, disc, **settings):
+                                                  label, tol, decoder_config, modes, disc, **settings):
                         rows.append(_row(result, photo_batch, 1 - disc.expand(count, -1, -1, -1), None, mode,
-                                         images="photos", edit="mask", label=label, **settings))
+                                         images="photos", edit="mask", label=label, **tags, **settings))
                     bar.update(1)
     bar.close()
     return rows
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """The benchmark as one text table."""
-    return format_table([{**row, "method": row.get("label", row["method"])} for row in rows], COLUMNS,
-                        title="Editing by inversion: background kept outside the edit region, edit success")
+    """The benchmark as one text table; the title names the decoder inversion and saved scenes where they are not
+    the defaults (the encoder, the float images)."""
+    title = "Editing by inversion: background kept outside the edit region, edit success"
+    first = rows[0] if rows else {}
+    if first.get("decoder_label", "encoder") != "encoder" or first.get("saved"):
+        title += f" (decoder {first['decoder_label']}" + (", scenes saved as 8-bit files)" if first.get("saved") else ")")
+    return format_table([{**row, "method": row.get("label", row["method"])} for row in rows], COLUMNS, title=title)

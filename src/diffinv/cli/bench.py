@@ -224,7 +224,8 @@ def bench_editing(
                               help="comma-separated editing modes, options after a colon (prompt-to-prompt:local_blend=0.3)"),
     edits: str = typer.Option("colour,shape", help="comma-separated scene edits (colour, shape)"),
     photos: str = typer.Option("astronaut,chelsea,coffee,rocket", help="scikit-image photos edited inside a given disc ('' for none)"),
-    decoder: str = typer.Option("encoder", help="decoder inversion"),
+    decoder: str = typer.Option("encoder", help="decoder inversion, options after a colon (gradient:clipped=false)"),
+    saved: bool = typer.Option(False, "--saved", help="edit the scenes as diffinv generate saves them (clipped and rounded to 8 bits)"),
     tol: float = typer.Option(1e-4, help="per-step relative tolerance of exact and fixed-point"),
     seed: int = typer.Option(0, help="seed of the first image", **SEED_BOUNDS),
     json_path: JsonOutput = None,
@@ -232,16 +233,16 @@ def bench_editing(
     """Edit generated scenes and photos with every inversion method and mode: background PSNR/SSIM, edit success."""
     with user_errors():
         from diffinv.bench.editing import check_mode_spec, format_rows, run_editing_benchmark
-        from diffinv.decoder import check_decoder_name
+        from diffinv.decoder import DECODERS
         from diffinv.models.loading import load
 
         scheduler_list, guidance_list = sampler_grid(schedulers, guidances, n)
         mode_list = [check_mode_spec(spec) for spec in split_specs(modes)]
-        check_decoder_name(decoder)
+        DECODERS.resolve(decoder)
         pipe = load(model, device=device)
         rows = run_editing_benchmark(pipe, n=n, schedulers=scheduler_list, guidances=guidance_list,
                                      methods=split_specs(methods), modes=mode_list, edits=split_list(edits),
-                                     photos=split_list(photos), decoder=decoder, tol=tol, seed=seed)
+                                     photos=split_list(photos), decoder=decoder, saved=saved, tol=tol, seed=seed)
         emit_rows(format_rows(rows), rows, json_path, model)
 
 
