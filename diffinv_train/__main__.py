@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--solve", action="store_true",
                    help="also solve each probed step alone from exact inversion's warm start (true target and "
                         "history): residual and NMSE to the true latent")
-    p.add_argument("--scheduler", default="ddim", help="sampler whose steps are probed (ddim, dpm++2m, ...)")
+    p.add_argument("--sampler", default="ddim", help="sampler whose steps are probed (ddim, dpm++2m, ...)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--no-inversion", dest="inversion", action="store_false", help="skip naive/exact inversion")
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 
         rows = invertibility(load_pipeline(args.model), trajectories=args.trajectories, last=args.last,
                              steps=args.steps, guidance=args.guidance, inversion=args.inversion,
-                             scheduler=args.scheduler, branches=args.branches, first=args.first, solve=args.solve)
+                             sampler=args.sampler, branches=args.branches, first=args.first, solve=args.solve)
         print(format_probe(rows))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

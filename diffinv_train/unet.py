@@ -300,7 +300,7 @@ def train_unet(out: Path, steps: int = 4500, batch: int = 64, lr: float = 1e-3, 
 
         pipe = build_pipeline(vae, weights["text_encoder"], weights["unet"], scale)
         for sampler, sampler_steps, guidance in probe_settings:
-            rows = invertibility(pipe, steps=sampler_steps, guidance=guidance, scheduler=sampler)
+            rows = invertibility(pipe, steps=sampler_steps, guidance=guidance, sampler=sampler)
             with open(Path(out) / "unet" / "probe.jsonl", "a") as f:
                 for row in rows:
                     f.write(json.dumps({"train_step": step, "steps": sampler_steps, **row}) + "\n")

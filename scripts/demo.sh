@@ -12,7 +12,7 @@ bash scripts/setup.sh
 diffinv="${DIFFINV_VENV:-.venv}/bin/diffinv"
 python="${DIFFINV_VENV:-.venv}/bin/python"
 prompt="a red square on a blue background"
-settings=(--model tiny --prompt "$prompt" --scheduler ddim --steps 50 --guidance 3)
+settings=(--model tiny --prompt "$prompt" --sampler ddim --steps 50 --guidance 3)
 "$diffinv" generate "${settings[@]}" --seed 3 --out runs/demo/generated > /dev/null
 "$diffinv" invert runs/demo/generated/image.png "${settings[@]}" --method exact --decoder gradient \
   --reference runs/demo/generated --out runs/demo/inverted "$@"

@@ -47,7 +47,7 @@ page_block() { awk -v h="$2" '$0 == h {s=1; next} s && /^## / {exit} s && /^```p
 readme_block() { page_block README.md "$1"; }
 lane1() {
   shipped && step demo.txt bash scripts/demo.sh
-  shipped && step cli_naive.txt "$D" invert runs/demo/generated/image.png --model "$M" --prompt "a red square on a blue background" --scheduler ddim \
+  shipped && step cli_naive.txt "$D" invert runs/demo/generated/image.png --model "$M" --prompt "a red square on a blue background" --sampler ddim \
     --steps 50 --guidance 3 --method naive --decoder encoder --reference runs/demo/generated --out "$B/inv_naive"
   shipped && step readme_api.txt bash -c 'cd "$1" && "$2" -c "$3"' _ "$B" "$P_ABS" "$(readme_block '## Python API')"  # saves image.png
   shipped && step readme_watermark.txt "$P" -c "import diffinv; pipe = diffinv.load('tiny')
@@ -61,32 +61,32 @@ print(found.report())"
     --guidance 3 --method exact --method-option anderson=3 --mode prompt-to-prompt --mode-option local_blend=0.3 \
     --out '$B/edit/local_blend'"
   step probe.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 5 --json "$B/probe.json"
-  step sampler.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 --prompt "$HELD" \
+  step sampler.txt "$D" bench sampler-inversion --model "$M" --n 4 --samplers ddim:50,dpm++2m:10 --guidances 1,3,7.5 --prompt "$HELD" \
     --methods naive,fixed-point,exact,exact-aa --json "$B/sampler.json"
-  step sampler_dpm_fine10.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers dpm++2m:10 --guidances 1,3,7.5 \
+  step sampler_dpm_fine10.txt "$D" bench sampler-inversion --model "$M" --n 4 --samplers dpm++2m:10 --guidances 1,3,7.5 \
     --prompt "$HELD" --methods "exact-aa:fine_steps=10,exact-lm:fine_steps=10" --json "$B/sampler_dpm_fine10.json"
   step eval.txt "$P" -m diffinv_train evaluate --model "$MDIR" --json "$B/eval.json"
   step decoder_samples.txt "$D" bench decoder-inversion --model "$M" --frames 1,4 --iterations 20,50,100 --prompts "$HELD" \
     --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder_samples.json"
   step probe_ddim75.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 2 --guidance 7.5 --no-inversion --branches \
     --json "$B/probe_ddim75.json"
-  step probe_dpm1.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 2 --steps 10 --scheduler dpm++2m \
+  step probe_dpm1.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 2 --steps 10 --sampler dpm++2m \
     --guidance 1 --no-inversion --json "$B/probe_dpm1.json"
-  step probe_dpm75.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 1 --steps 10 --scheduler dpm++2m \
+  step probe_dpm75.txt "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --last 1 --steps 10 --sampler dpm++2m \
     --guidance 7.5 --no-inversion --json "$B/probe_dpm75.json"
   for g in 7.5 3; do
     step "probe_dpm${g/./}_first.txt" "$P" -m diffinv_train probe --model "$MDIR" --trajectories 4 --first 3 --last 0 --steps 10 \
-      --scheduler dpm++2m --guidance "$g" --no-inversion --solve --json "$B/probe_dpm${g/./}_first.json"
+      --sampler dpm++2m --guidance "$g" --no-inversion --solve --json "$B/probe_dpm${g/./}_first.json"
   done
   step watermark_known.txt "$D" bench watermark --model "$M" --n 6 --attacks clean --generation-guidance 3 --known-prompt \
     --json "$B/watermark_known.json"
-  step ddim_lm.txt "$D" bench sampler-inversion --model "$M" --n 4 --schedulers ddim:50 --guidances 3,7.5 --prompt "$HELD" \
+  step ddim_lm.txt "$D" bench sampler-inversion --model "$M" --n 4 --samplers ddim:50 --guidances 3,7.5 --prompt "$HELD" \
     --methods naive,exact-aa,exact-lm --json "$B/ddim_lm.json"
   step editing.txt "$D" bench editing --model "$M" --n 8 --json "$B/editing.json"
   step p2p_ablation.txt "$D" bench editing --model "$M" --n 8 --guidances 7.5 --methods true-noise --photos '' --modes \
     "prompt-to-prompt,prompt-to-prompt:cross_fraction=0,self_fraction=0,prompt-to-prompt:cross_fraction=1,self_fraction=1" \
     --json "$B/p2p_ablation.json"
-  shipped && step sampler_v2.txt "$D" bench sampler-inversion --model models/tiny-v2 --n 4 --schedulers ddim:50,dpm++2m:10 --guidances 1,3,7.5 \
+  shipped && step sampler_v2.txt "$D" bench sampler-inversion --model models/tiny-v2 --n 4 --samplers ddim:50,dpm++2m:10 --guidances 1,3,7.5 \
     --prompt "$HELD" --methods naive,exact-aa --json "$B/sampler_v2.json"
   shipped && step decoder_samples_v2.txt "$D" bench decoder-inversion --model models/tiny-v2 --frames 4 --iterations 20,50,100 --prompts "$HELD" \
     --methods encoder,gradient-free,gradient,forward-step --json "$B/decoder_samples_v2.json"
@@ -95,7 +95,7 @@ print(found.report())"
 lane2() {
   step wm_attacks.txt "$D" bench watermark --model "$M" --n 16 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \
     --pipelines encoder+naive --json "$B/wm_attacks.json"
-  step wm_dpm.txt "$D" bench watermark --model "$M" --n 16 --scheduler dpm++2m --steps 10 --attacks clean \
+  step wm_dpm.txt "$D" bench watermark --model "$M" --n 16 --sampler dpm++2m --steps 10 --attacks clean \
     --pipelines encoder+naive,gradient+naive,gradient-free+naive,gradient-free+exact --json "$B/wm_dpm.json"
   step recon.txt "$D" bench reconstruction --model "$M" --images skimage,white --generated 4 --steps 50 --guidance 1 \
     --methods naive,easyinv,easyinv:preset=sdxl,renoise,fixed-point --json "$B/recon.json"
@@ -118,7 +118,7 @@ lane2() {
     --pipelines encoder+naive --score correlation --radius 4 --json "$B/wm_r4_attacks32.json"
   step wm_r4_attacks_gf32.txt "$D" bench watermark --model "$M" --n 32 --attacks clean,jpeg,rotation,crop,blur,noise,brightness \
     --pipelines gradient-free+naive --score correlation --radius 4 --json "$B/wm_r4_attacks_gf32.json"
-  step wm_r4_dpm.txt "$D" bench watermark --model "$M" --n 16 --scheduler dpm++2m --steps 10 --attacks clean \
+  step wm_r4_dpm.txt "$D" bench watermark --model "$M" --n 16 --sampler dpm++2m --steps 10 --attacks clean \
     --pipelines encoder+naive,gradient-free+naive,gradient-free+exact --score correlation --radius 4 --json "$B/wm_r4_dpm.json"
   step wm_r4_clean64.txt "$D" bench watermark --model "$M" --n 64 --attacks clean --pipelines encoder+naive --score correlation \
     --radius 4 --json "$B/wm_r4_clean64.json"

@@ -42,7 +42,11 @@ class Table:
 def load_rows(source: str) -> list[Row]:
     """The rows of one JSON file: its "rows" list, or the object itself as one row."""
     data = json.loads((MEASUREMENTS / source).read_text())
-    return data["rows"] if isinstance(data, dict) and "rows" in data else [data]
+    rows = data["rows"] if isinstance(data, dict) and "rows" in data else [data]
+    for row in rows:  # runs before the sampler/scheduler naming said "scheduler"
+        if "scheduler" in row:
+            row.setdefault("sampler", row["scheduler"])
+    return rows
 
 
 def cell(value: Any, fmt: str | Callable[[Any], str]) -> str:
@@ -137,7 +141,7 @@ def percent(value: float) -> str:
 
 
 SAMPLER: list[Column] = [
-    ("method", "method", ""), ("sampler", "scheduler", ""), ("steps", "steps", "d"), ("guidance", "guidance", "g"),
+    ("method", "method", ""), ("sampler", "sampler", ""), ("steps", "steps", "d"), ("guidance", "guidance", "g"),
     ("noise NMSE", "noise_nmse", ".2e"), ("NFE", "nfe", ".0f"), ("seconds", "seconds", ".2f"),
     ("peak MB", "peak_memory_bytes", mb), ("max step residual", "max_step_residual", ".1e"),
     ("converged", "converged", ""),
@@ -150,7 +154,7 @@ WATERMARK: list[Column] = [
 ]
 
 EDITING: list[Column] = [
-    ("images", "images", ""), ("edit", "edit", ""), ("sampler", "scheduler", ""), ("steps", "steps", "d"),
+    ("images", "images", ""), ("edit", "edit", ""), ("sampler", "sampler", ""), ("steps", "steps", "d"),
     ("guidance", "guidance", "g"), ("method", lambda row: row.get("label") or row["method"], ""), ("mode", "mode", ""),
     ("bg PSNR", "background_psnr", ".2f"), ("bg SSIM", "background_ssim", ".3f"), ("edit ok", "success", ".2f"),
     ("rec PSNR", "reconstruction_psnr", ".2f"), ("NFE", "nfe", ".0f"), ("seconds", "seconds", ".2f"),
@@ -222,7 +226,7 @@ def probe_summary(rows: list[Row]) -> list[Row]:
 
 #: What the labels of earlier benchmark rows are called now: the bench's `exact` ran the paper's forward step (at
 #: the row's tolerance), and its `exact-aa` preset became `method="exact"`'s defaults.
-CURRENT_NAMES = {"exact": "exact-paper (tol 1e-6)", "exact-aa": "exact (default)"}
+CURRENT_NAMES = {"exact": "exact-paper (tol 1e-6)", "exact-aa": "exact-aa (the default before)"}
 
 
 def heun_from_first_run(rows: list[Row]) -> list[Row]:
@@ -230,8 +234,8 @@ def heun_from_first_run(rows: list[Row]) -> list[Row]:
     inversion's code did not change after it)."""
     kept, seen = [], set()
     for row in rows:
-        key = (row["scheduler"], row["steps"], row["guidance"], row["method"] == "naive")
-        if key not in seen and (row["method"] in ("naive", "exact") or row["scheduler"] == "heun"):
+        key = (row["sampler"], row["steps"], row["guidance"], row["method"] == "naive")
+        if key not in seen and (row["method"] in ("naive", "exact") or row["sampler"] == "heun"):
             seen.add(key)
             kept.append(row)
     return kept
@@ -242,7 +246,12 @@ def headline(rows: list[Row]) -> list[Row]:
     decoder inversion on the model's own samples (one image at a time)."""
     out = []
     for row in rows:
-        if row.get("source") == "latent" and row["scheduler"] == "ddim" and row["guidance"] == 3:
+        if "idea" in row:  # the fewer-calls run: only the current default's row
+            if row["idea"].startswith("+ one sweep") and row["sampler"] == "ddim" and row["guidance"] == 3:
+                out.append({"stage": "sampler: z_0 -> z_T", "method": "exact (default)",
+                            "error": f"noise NMSE {row['noise_nmse']:.1e}", "cost": f"{row['nfe']:.0f} network calls",
+                            "seconds": row["seconds"], "peak_memory_bytes": row["peak_memory_bytes"]})
+        elif row.get("source") == "latent" and row["sampler"] == "ddim" and row["guidance"] == 3:
             out.append({"stage": "sampler: z_0 -> z_T", "method": CURRENT_NAMES.get(row["method"], row["method"]),
                         "error": f"noise NMSE {row['noise_nmse']:.1e}", "cost": f"{row['nfe']:.0f} network calls",
                         "seconds": row["seconds"], "peak_memory_bytes": row["peak_memory_bytes"]})
@@ -260,11 +269,11 @@ def clip_before_after(rows: list[Row]) -> list[Row]:
     the mode matters; with the true noise's background PSNR (a perfect inversion) beside them."""
     def average(label: str, where: tuple, field: str, mode: str | None = None, clipped: bool | None = None) -> float:
         return mean(row[field] for row in rows if row["label"] == label and mode in (None, row["mode"])
-                    and (row["scheduler"], row["steps"], row["guidance"]) == where[1:]
+                    and (row["sampler"], row["steps"], row["guidance"]) == where[1:]
                     and (label == "true-noise" or (row["decoder"], row["decoder_config"]["clipped"]) == (where[0], clipped)))
 
     out = []
-    for where in dict.fromkeys((row["decoder"], row["scheduler"], row["steps"], row["guidance"])
+    for where in dict.fromkeys((row["decoder"], row["sampler"], row["steps"], row["guidance"])
                                for row in rows if row["label"] == "exact-aa"):
         out.append({"decoder": where[0], "sampler": f"{where[1]}-{where[2]}", "guidance": where[3],
                     "true": " / ".join(f"{average('true-noise', where, 'background_psnr', mode):.2f}"
@@ -287,12 +296,32 @@ def history(rows: list[Row]) -> list[Row]:
     return data["items"]
 
 
+FEWER_CALLS_SETTINGS = [("ddim", 1.0), ("ddim", 3.0), ("dpm++2m", 1.0), ("dpm++2m", 3.0)]
+
+
+def fewer_calls(rows: list[Row]) -> list[Row]:
+    """One row per idea, one cell (network calls / noise NMSE) per sampler and guidance, in the order tried."""
+    ideas: dict[str, Row] = {}
+    for row in rows:
+        line = ideas.setdefault(row["idea"], {"idea": row["idea"]})
+        line[f"{row['sampler']}@{row['guidance']:g}"] = f"{row['nfe']:.0f} / {row['noise_nmse']:.1e}"
+    return list(ideas.values())
+
+
 TABLES: dict[str, Table] = {
-    "headline": Table(["tiny/sampler.json", "tiny/decoder_samples.json"], [
+    "never-worse": Table(["tiny/never_worse_75.json"], [
+        ("method", "method", ""), ("sampler", "sampler", ""), ("steps", "steps", "d"), ("noise NMSE", "noise_nmse", ".3f"),
+        ("per seed 0-7", "noise_nmse_each", lambda each: " ".join(f"{value:.2f}" for value in each)), ("NFE", "nfe", ".0f"),
+        ("converged", "converged", "")]),
+    "fewer-calls": Table(["tiny/fewer_calls.json"], [("idea", "idea", ""), *(
+        (f"{'DDIM-50' if name == 'ddim' else 'DPM++(2M)-10'} w={guidance:g}: calls / NMSE",
+         f"{name}@{guidance:g}", "") for name, guidance in FEWER_CALLS_SETTINGS)], fewer_calls),
+    "headline": Table(["tiny/sampler.json", "tiny/fewer_calls.json", "tiny/decoder_samples.json"], [
         ("stage", "stage", ""), ("method", "method", ""), ("what it recovers", "error", ""), ("cost", "cost", ""),
         ("seconds / image", "seconds", ".2f"), ("peak MB", "peak_memory_bytes", mb)], headline),
     "sampler": Table(["tiny/sampler.json"], SAMPLER),
-    "defaults": Table(["tiny/defaults.json"], SAMPLER),
+    "defaults": Table(["tiny/defaults.json"], SAMPLER, lambda rows: [
+        {**row, "method": "exact-aa (then the default)" if row["method"] == "exact" else row["method"]} for row in rows]),
     "samplers-new": Table(["tiny/sampler_unipc_deis.json", "tiny/sampler_pndm.json", "tiny/sampler_new.json"], SAMPLER,
                           heun_from_first_run),
     "sampler-lm": Table(["tiny/ddim_lm.json"], SAMPLER),

@@ -52,7 +52,7 @@ _EXPORTS = {
     "score": "diffinv.pipeline",
     "seeded_noise": "diffinv.pipeline",
     "sample": "diffinv.sampler.sampling",
-    "SCHEDULERS": "diffinv.sampler.schedule",
+    "samplers": "diffinv.sampler.registry",
     "make_schedule": "diffinv.sampler.schedule",
 }
 
@@ -71,7 +71,8 @@ if TYPE_CHECKING:  # the same names, for IDEs and type checkers (tests/test_laye
     from diffinv.models.loading import load, ModelNotFoundError
     from diffinv.pipeline import generate, Generation, invert, reconstruct, score, seeded_noise
     from diffinv.sampler.sampling import sample
-    from diffinv.sampler.schedule import make_schedule, SCHEDULERS
+    from diffinv.sampler.registry import samplers
+    from diffinv.sampler.schedule import make_schedule
     from diffinv.utils.measure import tracking_memory
     from diffinv.utils.metrics import nmse, psnr, ssim
     from diffinv.utils.status import Status

@@ -16,12 +16,12 @@ from diffinv.inversion import METHODS, InversionResult, Method, invert_sampler
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, default_latent_side, is_flux, latent_channels, network_of
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import Schedule, check_scheduler_name, make_schedule, resolve_scheduler
+from diffinv.sampler.schedule import Schedule, check_sampler_name, make_schedule, resolve_sampler
 from diffinv.utils.images import pil_to_tensor, tensor_to_pil
 from diffinv.utils.measure import largest, measure
 from diffinv.utils.metrics import nmse, psnr, ssim
 from diffinv.utils.specs import SEED_RANGE
-from diffinv.utils.status import Status
+from diffinv.utils.status import OnDivergence, Status
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Generation:
     noise: torch.Tensor
     latent: torch.Tensor
     image: torch.Tensor
-    scheduler: str
+    sampler: str
     steps: int
     guidance: float
     nfe: int
@@ -49,7 +49,7 @@ class Generation:
         return {
             "prompt": self.prompt,
             "seed": self.seed,
-            "scheduler": self.scheduler,
+            "sampler": self.sampler,
             "steps": self.steps,
             "guidance": self.guidance,
             "nfe": self.nfe,
@@ -81,17 +81,17 @@ def default_image_side(pipe) -> int:
     return default_latent_side(pipe) * pipe.vae_scale_factor
 
 
-def pipeline_schedule(pipe, scheduler: str | None, steps: int, latent_size: tuple[int, int] | None = None) -> Schedule:
-    """The schedule of sampler `scheduler` (None: the model's default, flow-euler on flow-matching models) for
+def pipeline_schedule(pipe, sampler: str | None, steps: int, latent_size: tuple[int, int] | None = None) -> Schedule:
+    """The schedule of sampler `sampler` (None: the model's default, flow-euler on flow-matching models) for
     latents of `latent_size` (h, w; default the pipeline's own): the image's token count is what a flow
-    scheduler with dynamic shifting needs."""
+    sampler with dynamic shifting needs."""
     config = network_of(pipe).config
     height, width = latent_size or (default_latent_side(pipe),) * 2
     if is_flux(pipe):  # tokens are 2x2 patches; FluxPipeline passes its own sigmas, 1 down to 1/steps
         sigmas = np.linspace(1.0, 1.0 / steps, steps).tolist()
-        return make_schedule(scheduler, pipe.scheduler.config, steps, image_seq_len=(height // 2) * (width // 2), sigmas=sigmas)
+        return make_schedule(sampler, pipe.scheduler.config, steps, image_seq_len=(height // 2) * (width // 2), sigmas=sigmas)
     patch = getattr(config, "patch_size", None) or 1
-    return make_schedule(scheduler, pipe.scheduler.config, steps, image_seq_len=(height // patch) * (width // patch))
+    return make_schedule(sampler, pipe.scheduler.config, steps, image_seq_len=(height // patch) * (width // patch))
 
 
 def check_seed(seed: int) -> int:
@@ -135,9 +135,10 @@ def decode(pipe, latent: torch.Tensor) -> torch.Tensor:
 def generate(
     pipe,
     prompt: str | Sequence[str],
+    *,
     noise: torch.Tensor | None = None,
     seed: int | None = None,
-    scheduler: str | None = None,
+    sampler: str | None = None,
     steps: int = 50,
     guidance: float = 7.5,
     negative_prompt: str | Sequence[str] | None = None,
@@ -148,12 +149,12 @@ def generate(
 ) -> Generation:
     """Sample images from `noise` (or the noise of `seed`) with the named sampler (None: the model's default)
     and guidance."""
-    check_scheduler_name(scheduler)
+    check_sampler_name(sampler)
     if noise is None:
         noise = seeded_noise(pipe, 0 if seed is None else seed, batch_size, height, width)
     check_latent(pipe, noise, "noise")
     noise = noise.to(network_of(pipe).device, torch.float32)
-    schedule = pipeline_schedule(pipe, scheduler, steps, tuple(noise.shape[-2:]))
+    schedule = pipeline_schedule(pipe, sampler, steps, tuple(noise.shape[-2:]))
     prompts = _prompts(prompt, noise.shape[0])
     size = (noise.shape[-2] * pipe.vae_scale_factor, noise.shape[-1] * pipe.vae_scale_factor)
     denoiser = Denoiser.from_pipeline(pipe, prompts, noise.shape[0], guidance, schedule.prediction_type, negative_prompt, size)
@@ -161,7 +162,7 @@ def generate(
         latent = sample(denoiser, schedule, noise, progress=progress).final
         image = decode(pipe, latent)
     return Generation(
-        noise=noise, latent=latent, image=image, scheduler=schedule.name, steps=steps, guidance=float(guidance),
+        noise=noise, latent=latent, image=image, sampler=schedule.name, steps=steps, guidance=float(guidance),
         nfe=denoiser.nfe, seconds=cost.seconds, peak_memory_bytes=cost.peak_memory_bytes, prompt=prompts, seed=seed,
     )
 
@@ -178,11 +179,12 @@ def image_batch(image: torch.Tensor | Image.Image | Sequence[Image.Image]) -> to
 def invert(
     pipe,
     image: torch.Tensor | Image.Image | Sequence[Image.Image] | None = None,
+    *,
     prompt: str | Sequence[str] = "",
     latent: torch.Tensor | None = None,
-    scheduler: str | None = None,
+    sampler: str | None = None,
     steps: int = 50,
-    guidance: float = 7.5,
+    guidance: float = 1.0,
     method: str | Method = "naive",
     decoder: str | DecoderMethod = "encoder",
     negative_prompt: str | Sequence[str] | None = None,
@@ -190,13 +192,16 @@ def invert(
     decoder_options: dict[str, Any] | None = None,
     keep_trajectory: bool = False,
     progress: bool = False,
+    on_divergence: OnDivergence = "raise",
 ) -> InversionResult:
     """Recover z_0 (from `image` through the decoder inversion, or the given `latent`) and then z_T.
 
     `image` is a [B, 3, H, W] tensor in [-1, 1] or PIL image(s); exactly one of `image` and `latent`;
-    `scheduler` None is the model's default sampler.
+    `sampler` None is the model's default sampler. `on_divergence` is one switch for both stages: "raise"
+    (`DecoderInversionDiverged`, `InversionDiverged`) or "report" (a warning, and the result's status says
+    diverged).
     """
-    resolve_scheduler(scheduler, pipe.scheduler.config)  # an unknown sampler, or one the model cannot use
+    resolve_sampler(sampler, pipe.scheduler.config)  # an unknown sampler, or one the model cannot use
     method = METHODS.resolve(method, method_options)  # every option checked before any work
     decoder_options = dict(decoder_options or {})
     decoder_progress = bool(decoder_options.pop("progress", progress))  # progress=False hides the stage's bar
@@ -211,16 +216,18 @@ def invert(
             factor = pipe.vae_scale_factor
             if images.shape[-1] % factor or images.shape[-2] % factor:
                 raise ValueError(f"image size {images.shape[-1]}x{images.shape[-2]} is not a multiple of the VAE factor {factor}")
-            decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder, progress=decoder_progress)
+            decoded = invert_decoder(Autoencoder.from_pipeline(pipe), images, method=decoder, progress=decoder_progress,
+                                     on_divergence=on_divergence)
             latent = decoded.latent.float()
         latent = check_latent(pipe, latent).to(device, torch.float32)
-        schedule = pipeline_schedule(pipe, scheduler, steps, tuple(latent.shape[-2:]))
+        schedule = pipeline_schedule(pipe, sampler, steps, tuple(latent.shape[-2:]))
         prompts = _prompts(prompt, latent.shape[0])
         size = (latent.shape[-2] * pipe.vae_scale_factor, latent.shape[-1] * pipe.vae_scale_factor)
         denoiser = Denoiser.from_pipeline(pipe, prompts, latent.shape[0], guidance, schedule.prediction_type, negative_prompt,
                                           size)
         result = invert_sampler(
-            denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress
+            denoiser, schedule, latent, method, keep_trajectory=keep_trajectory, progress=progress,
+            on_divergence=on_divergence,
         )
     result.prompts = list(prompts)
     result.seconds = total.seconds
@@ -247,7 +254,7 @@ def reconstruct(
 ) -> Generation:
     """Regenerate from the recovered noise with the inversion's sampler, steps and guidance."""
     return generate(
-        pipe, prompt, noise=result.noise, scheduler=result.scheduler, steps=result.steps, guidance=result.guidance,
+        pipe, prompt, noise=result.noise, sampler=result.sampler, steps=result.steps, guidance=result.guidance,
         negative_prompt=negative_prompt,
     )
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 import diffinv
 from diffinv.applications.dataset import append_line, collect, read_lines
 
-COMMON = ["--steps", "3", "--guidance", "1", "--scheduler", "ddim", "--batch-size", "3"]
+COMMON = ["--steps", "3", "--guidance", "1", "--sampler", "ddim", "--batch-size", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_rerun_does_not_invert_a_batch_again_for_its_bad_file(pipe, folder, tmp_
     import diffinv.applications.dataset as dataset
 
     items = collect([folder])[:8]  # img00..img06 and the corrupt img05b: batches of four, the second with it
-    settings = dict(prompt="", scheduler="ddim", steps=2, guidance=1.0, method="naive", decoder="encoder")
+    settings = dict(prompt="", sampler="ddim", steps=2, guidance=1.0, method="naive", decoder="encoder")
     calls = []
     real = dataset._invert_batch
     monkeypatch.setattr(dataset, "_invert_batch", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -172,7 +172,7 @@ def test_editing_benchmark_rows(pipe):
     from diffinv.bench.editing import format_rows, run_editing_benchmark
 
     modes = ["prompt-to-prompt", "diffedit", "prompt-to-prompt:local_blend=0.3"]
-    rows = run_editing_benchmark(pipe, n=2, schedulers=[("ddim", 4)], guidances=[3.0], modes=modes,
+    rows = run_editing_benchmark(pipe, n=2, samplers=[("ddim", 4)], guidances=[3.0], modes=modes,
                                  methods=["naive", "exact-aa", "true-noise"], photos=["coffee"], progress=False)
     assert len(rows) == 3 * 3 * 2 + 2 * 3  # methods x modes x (colour, shape) + the two inverting methods' photos
     assert {r["mode"] for r in rows} == set(modes)

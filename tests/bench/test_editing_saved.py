@@ -34,7 +34,7 @@ def on_8bit_grid(images: torch.Tensor) -> bool:
 
 
 def run(pipe, **options):
-    return editing.run_editing_benchmark(pipe, n=2, schedulers=[("ddim", 3)], guidances=[3.0], methods=["naive"],
+    return editing.run_editing_benchmark(pipe, n=2, samplers=[("ddim", 3)], guidances=[3.0], methods=["naive"],
                                          modes=["diffedit"], edits=["colour"], photos=[], progress=False, **options)
 
 
@@ -77,7 +77,7 @@ def test_a_bad_decoder_is_one_line_and_no_file(model_dir, tmp_path, decoder, mes
 
 def test_the_command_passes_decoder_and_saved_on(model_dir, tmp_path):
     out = tmp_path / "rows.json"
-    result = CliRunner().invoke(app, ["bench", "editing", "--model", str(model_dir), "--n", "1", "--schedulers", "ddim:3",
+    result = CliRunner().invoke(app, ["bench", "editing", "--model", str(model_dir), "--n", "1", "--samplers", "ddim:3",
                                       "--guidances", "3", "--methods", "naive", "--modes", "diffedit", "--edits", "colour",
                                       "--photos", "", "--decoder", "gradient-free:iterations=2,clipped=false", "--saved",
                                       "--json", str(out)])

@@ -24,7 +24,7 @@ def run(*args):
 def generated(model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "run"
     result = run("generate", "--model", model_dir, "--prompt", "a red circle", "--seed", 3,
-                 "--scheduler", "dpm++2m", "--steps", 6, "--guidance", 3, "--out", out)
+                 "--sampler", "dpm++2m", "--steps", 6, "--guidance", 3, "--out", out)
     assert result.exit_code == 0, result.output
     return out
 
@@ -35,20 +35,20 @@ def test_generate_writes_the_contract(generated):
     assert torch.equal(noise, torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)))
     assert load_file(generated / "latent.safetensors")["latent"].shape == (1, 4, 8, 8)
     report = json.loads((generated / "report.json").read_text())
-    assert report["scheduler"] == "dpm++2m" and report["nfe"] == 6 and report["peak_memory_bytes"] >= 0
+    assert report["sampler"] == "dpm++2m" and report["nfe"] == 6 and report["peak_memory_bytes"] >= 0
     assert Image.open(generated / "image.png").size == (16, 16)
 
 
 def test_invert_image_with_reference(model_dir, generated, tmp_path):
     out = tmp_path / "inv"
     result = run("invert", generated / "image.png", "--model", model_dir, "--prompt", "a red circle",
-                 "--scheduler", "dpm++2m", "--steps", 6, "--guidance", 3, "--reference", generated, "--out", out)
+                 "--sampler", "dpm++2m", "--steps", 6, "--guidance", 3, "--reference", generated, "--out", out)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["latent.safetensors", "noise.png", "noise.safetensors", "reconstruction.png",
                                                      "report.json"]
     assert Image.open(out / "noise.png").size[0] > 200  # true | recovered | difference
     report = json.loads((out / "report.json").read_text())
-    for key in ("method", "scheduler", "steps", "guidance", "nfe", "seconds", "peak_memory_bytes",
+    for key in ("method", "sampler", "steps", "guidance", "nfe", "seconds", "peak_memory_bytes",
                 "noise_nmse", "latent_nmse", "psnr", "decoder_seconds", "decoder_peak_memory_bytes", "decoder_iterations"):
         assert key in report, key
     assert report["nfe"] == 6 and report["method"] == "naive"
@@ -57,7 +57,7 @@ def test_invert_image_with_reference(model_dir, generated, tmp_path):
 def test_invert_latent_recovers_noise(model_dir, generated, tmp_path):
     out = tmp_path / "inv"
     result = run("invert", "--latent", generated / "latent.safetensors", "--model", model_dir, "--prompt", "a red circle",
-                 "--scheduler", "dpm++2m", "--steps", 6, "--guidance", 3, "--reference", generated, "--out", out)
+                 "--sampler", "dpm++2m", "--steps", 6, "--guidance", 3, "--reference", generated, "--out", out)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["latent_nmse"] == 0.0
@@ -89,7 +89,7 @@ def test_resize_option(model_dir, generated, tmp_path):
 @pytest.mark.parametrize(
     "arguments,message",
     [
-        (["generate", "--prompt", "x", "--scheduler", "heun3"], "unknown scheduler 'heun3'"),
+        (["generate", "--prompt", "x", "--sampler", "heun3"], "unknown sampler 'heun3'"),
         (["invert", "IMAGE", "--method", "magic"], "unknown inversion method 'magic'"),
         (["invert", "IMAGE", "--decoder", "magic"], "unknown decoder method 'magic'"),
         (["generate", "--prompt", "x", "--model", "/no/such/folder"], "does not exist"),
@@ -169,7 +169,7 @@ def test_overhead_benchmark_matches_diffusers_inversion(model_dir, tmp_path):
 
 def test_editing_benchmark_command_takes_mode_specs(model_dir, tmp_path):
     out = tmp_path / "editing.json"
-    result = run("bench", "editing", "--model", model_dir, "--n", 1, "--schedulers", "ddim:3", "--guidances", "3",
+    result = run("bench", "editing", "--model", model_dir, "--n", 1, "--samplers", "ddim:3", "--guidances", "3",
                  "--methods", "naive,true-noise", "--modes", "prompt-to-prompt:local_blend=0.3,self_fraction=0,diffedit",
                  "--edits", "colour", "--photos", "", "--json", out)
     assert result.exit_code == 0, result.output

@@ -47,10 +47,10 @@ def test_every_sampler_method_reruns_from_its_report(made, label):
 def test_every_decoder_method_reruns_from_its_report(pipe, label):
     autoencoder = Autoencoder.from_pipeline(pipe)
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
-    first = invert_decoder(autoencoder, images, label, on_divergence="warn")
+    first = invert_decoder(autoencoder, images, label, on_divergence="report")
     written = json.loads(json.dumps(first.method_config))
-    assert DECODERS.from_dict(written) == DECODERS.resolve(label).replace(on_divergence="warn")
-    again = invert_decoder(autoencoder, images, DECODERS.from_dict(written))
+    assert DECODERS.from_dict(written) == DECODERS.resolve(label)
+    again = invert_decoder(autoencoder, images, DECODERS.from_dict(written), on_divergence="report")
     assert torch.equal(first.latent, again.latent)
 
 
@@ -58,9 +58,9 @@ def test_invert_like_a_report_gives_the_same_noise(model_dir, tmp_path):
     runner = CliRunner()
     generated = tmp_path / "gen"
     assert runner.invoke(app, ["generate", "--model", str(model_dir), "--prompt", "a red circle", "--steps", "4",
-                               "--guidance", "3", "--scheduler", "dpm++2m", "--out", str(generated)]).exit_code == 0
+                               "--guidance", "3", "--sampler", "dpm++2m", "--out", str(generated)]).exit_code == 0
     first = runner.invoke(app, ["invert", str(generated / "image.png"), "--model", str(model_dir), "--prompt", "a red circle",
-                                "--steps", "4", "--guidance", "3", "--scheduler", "dpm++2m", "--method", "exact",
+                                "--steps", "4", "--guidance", "3", "--sampler", "dpm++2m", "--method", "exact",
                                 "--method-option", "tol=1e-5", "--method-option", "sweeps=2", "--decoder", "gradient-free",
                                 "--decoder-option", "iterations=5", "--out", str(tmp_path / "first")])
     assert first.exit_code == 0, first.output

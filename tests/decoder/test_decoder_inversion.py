@@ -145,7 +145,7 @@ def test_bad_step_sizes_are_reported_as_divergence(trained, problem, method, opt
     flagged = caught.value.result
     assert not flagged.converged and flagged.diverged and flagged.reason
     with pytest.warns(RuntimeWarning, match="diverged"):
-        result = invert_float(trained, images, method, iterations=20, on_divergence="warn", **options)
+        result = invert_float(trained, images, method, iterations=20, on_divergence="report", **options)
     assert not result.converged and result.diverged and result.iterations < 20
 
 
@@ -155,7 +155,7 @@ def test_too_large_step_without_blow_up_is_not_converged(trained, problem, rho):
     # rho beyond 2 beta: the residual stays bounded (the decoder saturates) while the iterates wander off
     latents, images = problem
     with pytest.warns(RuntimeWarning, match="diverged"):
-        result = invert_float(trained, images, "forward-step", rho=rho, iterations=100, on_divergence="warn")
+        result = invert_float(trained, images, "forward-step", rho=rho, iterations=100, on_divergence="report")
     assert result.diverged and not result.converged and result.reason
     assert nmse(result.latent, latents) > 0.5  # it really is a bad latent
     assert result.condition is not None and result.condition.holds is False

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffinv.inversion.anderson import Anderson
-from diffinv.inversion.implicit import fixed_point
+from diffinv.inversion.iteration import fixed_point
 
 
 def contraction(seed: int = 0, size: int = 40, radius: float = 0.95):
@@ -54,7 +54,7 @@ def test_rows_are_mixed_independently():
 def test_a_stalled_latent_does_not_stop_the_rest_of_the_batch(anderson):
     """Latent 0 contracts towards 1 (halving its error each plain step); latent 1 has no solution (a constant
     residual) and plateaus after 3 evaluations. Latent 0 must still reach the tolerance, latent 1 stay put."""
-    from diffinv.inversion.implicit import Evaluation, iterate
+    from diffinv.inversion.iteration import Evaluation, solve_iteratively
 
     def evaluate(z):
         direction = torch.stack([0.5 * (z[0] - 1.0), torch.zeros_like(z[1])])
@@ -62,8 +62,42 @@ def test_a_stalled_latent_does_not_stop_the_rest_of_the_batch(anderson):
         return Evaluation(direction=direction, residual=residual, extra=z * 10)
 
     start = torch.tensor([[3.0], [5.0]])
-    result = iterate(evaluate, start, max_iter=200, tol=1e-6, anderson=anderson, stall=3)
+    result = solve_iteratively(evaluate, start, max_iter=200, tol=1e-6, anderson=anderson, stall=3)
     assert abs(float(result.latent[0]) - 1.0) <= 1e-6  # went on after latent 1 stopped
     assert float(result.latent[1]) == 5.0
     assert not result.converged and result.stop == "plateau" and result.residual == 1.0
     assert torch.equal(result.extra, result.latent * 10)  # each latent's extra is from its own best iterate
+
+
+@pytest.mark.parametrize("anderson", [0, 3])
+def test_final_update_saves_the_confirming_evaluation_and_still_meets_tol(anderson):
+    """With `final_update` the loop returns the update past its last evaluated iterate once the observed
+    contraction says it meets tol: fewer evaluations, and the returned point's true residual is within tol."""
+    step, solution = contraction(size=30, radius=0.3)
+    start = step(torch.zeros_like(solution))  # a warm start (the residual is relative to the iterate's norm)
+    measured = fixed_point(step, start, 100, anderson=anderson, tol=1e-8)
+    finished = iterate_final(step, start, anderson)
+    true_residual = float(((step(finished.latent) - finished.latent).norm(dim=1) / finished.latent.norm(dim=1)).max())
+    assert measured.converged and finished.converged and finished.estimated and not measured.estimated
+    assert finished.evaluations < measured.evaluations
+    assert true_residual <= 3e-8  # an estimate: within a small factor of tol, below the last measured residual
+    assert true_residual < finished.residuals[-1]
+    assert float((finished.latent - solution).norm() / solution.norm()) < 1e-7
+
+
+def iterate_final(step, start, anderson):
+    from diffinv.inversion.iteration import Evaluation, solve_iteratively
+
+    def evaluate(z):
+        difference = z - step(z)
+        return Evaluation(difference, difference.norm(dim=1) / z.norm(dim=1).clamp_min(1e-12))
+
+    return solve_iteratively(evaluate, start, max_iter=100, tol=1e-8, anderson=anderson, final_update=True)
+
+
+def test_final_update_is_not_taken_when_the_iteration_does_not_contract():
+    """A slow contraction (0.95 per step) gives no licence to trust the next update: every returned residual is
+    measured."""
+    step, solution = contraction(size=20, radius=0.95)
+    run = iterate_final(step, step(torch.zeros_like(solution)), 0)
+    assert not run.estimated

@@ -68,7 +68,7 @@ def test_round_trip_is_exact_where_naive_is_not(pipe, name, guidance):
 def test_paper_defaults_forward_step_and_gradient_descent(pipe, name):
     noise, latent, denoiser, schedule = round_trip(pipe, name, 6, 7.5)
     naive = nmse(invert_sampler(denoiser, schedule, latent, "naive").noise, noise)
-    for options in ({}, {"solver": "gradient"}):  # the paper's forward step (rho 0.5, warm-up, halving) and GD
+    for options in ({}, {"iteration": "gradient"}):  # the paper's forward step (rho 0.5, warm-up, halving) and GD
         result = invert_sampler(denoiser, schedule, latent, "exact-paper", **options)
         assert result.converged and max(result.residuals) <= 2.5e-4
         assert nmse(result.noise, noise) < naive / 100
@@ -222,7 +222,7 @@ def test_plateau_stop_saves_network_calls(pipe):
     ("method", "options", "message"),
     [
         ("exact", {"tollerance": 1e-4}, "unknown option"),
-        ("exact", {"solver": "newton"}, "solver of inversion method 'exact' must be one of forward-step, gradient"),
+        ("exact", {"iteration": "newton"}, "iteration of inversion method 'exact' must be one of forward-step, gradient"),
         ("exact", {"refine": "bfgs"}, "refine of inversion method 'exact' must be one of None, lm, lm-dense"),
         ("exact", {"refine": "lm", "refine_inner": 0}, "refine_inner"),
         ("exact", {"refine": "lm-dense", "refine_iter": 0}, "refine_iter"),
@@ -241,7 +241,7 @@ def test_bad_options_raise_value_error(method, options, message):
 def test_cli_invert_and_benchmark(model_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, [
-        "bench", "sampler-inversion", "--model", str(model_dir), "--n", "1", "--schedulers", "ddim:4,dpm++2m:4",
+        "bench", "sampler-inversion", "--model", str(model_dir), "--n", "1", "--samplers", "ddim:4,dpm++2m:4",
         "--guidances", "7.5", "--methods", "naive,exact-aa,exact:anderson=3,sweeps=3", "--json", str(tmp_path / "bench.json"),
         # the default 1e-6 sits near float32's round-off for these steps: one CPU stalls at 1.04e-6, another below
         "--tol", "1e-5",
@@ -250,17 +250,17 @@ def test_cli_invert_and_benchmark(model_dir, tmp_path):
     assert "exact-aa" in result.output and "noise NMSE" in result.output
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert len(rows) == 6 and {row["method"] for row in rows} == {"naive", "exact-aa", "exact:anderson=3,sweeps=3"}
-    for key in ("method", "decoder", "scheduler", "steps", "guidance", "dtype", "image", "noise_nmse", "latent_nmse",
+    for key in ("method", "decoder", "sampler", "steps", "guidance", "dtype", "image", "noise_nmse", "latent_nmse",
                 "nfe", "seconds", "peak_memory_bytes", "converged"):
         assert all(key in row for row in rows)
-    naive, exact = (next(r for r in rows if r["method"] == m and r["scheduler"] == "dpm++2m") for m in ("naive", "exact-aa"))
+    naive, exact = (next(r for r in rows if r["method"] == m and r["sampler"] == "dpm++2m") for m in ("naive", "exact-aa"))
     assert exact["noise_nmse"] < naive["noise_nmse"] / 100 and exact["converged"] and exact["max_step_residual"] <= 1e-5
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "magic"])
     assert bad.exit_code == 2 and "unknown inversion method" in bad.output
     bad = runner.invoke(app, ["bench", "sampler-inversion", "--model", str(model_dir), "--methods", "exact-lm:refine=bfgs"])
     assert bad.exit_code == 2 and "refine of inversion method 'exact' must be one of" in bad.output
 
-    common = ["--model", str(model_dir), "--prompt", "a red circle", "--scheduler", "dpm++2m", "--steps", "4", "--guidance", "7.5"]
+    common = ["--model", str(model_dir), "--prompt", "a red circle", "--sampler", "dpm++2m", "--steps", "4", "--guidance", "7.5"]
     assert runner.invoke(app, ["generate", *common[:4], "--seed", "1", *common[4:], "--out", str(tmp_path / "gen")]).exit_code == 0
     inverted = runner.invoke(app, [
         "invert", "--latent", str(tmp_path / "gen" / "latent.safetensors"), *common, "--method", "exact",
@@ -281,7 +281,7 @@ def test_benchmark_cycles_prompts_over_seeds(pipe):
     the second): each latent is generated and inverted with its own prompt."""
     from diffinv.bench.sampler import run_sampler_benchmark
 
-    grid = {"schedulers": [("ddim", 4)], "guidances": [3.0], "methods": ["naive"], "progress": False}
+    grid = {"samplers": [("ddim", 4)], "guidances": [3.0], "methods": ["naive"], "progress": False}
     both = run_sampler_benchmark(pipe, n=2, prompt=["a red circle", "a blue square"], **grid)[0]
     first = run_sampler_benchmark(pipe, n=1, prompt="a red circle", seed=0, **grid)[0]
     second = run_sampler_benchmark(pipe, n=1, prompt="a blue square", seed=1, **grid)[0]
@@ -303,7 +303,7 @@ def test_never_worse_than_naive_where_steps_do_not_converge(pipe, monkeypatch):
 
     import diffinv.inversion.exact as exact_module
 
-    real_iterate = exact_module.iterate
+    real_iterate = exact_module.solve_iteratively
 
     def astray(evaluate, start, **loop):
         found = real_iterate(evaluate, start, **loop)
@@ -315,7 +315,7 @@ def test_never_worse_than_naive_where_steps_do_not_converge(pipe, monkeypatch):
     denoiser = Denoiser.from_pipeline(pipe, "a red circle", 2, 7.5, schedule.prediction_type)
     latent = sample(denoiser, schedule, noise).final
     naive = invert_sampler(denoiser, schedule, latent, "naive")
-    monkeypatch.setattr(exact_module, "iterate", astray)
+    monkeypatch.setattr(exact_module, "solve_iteratively", astray)
     raw = invert_sampler(denoiser, schedule, latent, "exact", keep_better=False)
     kept = invert_sampler(denoiser, schedule, latent, "exact")
     per_latent = lambda a: ((a - noise) ** 2).flatten(1).sum(1) / (noise**2).flatten(1).sum(1)  # noqa: E731
@@ -323,6 +323,62 @@ def test_never_worse_than_naive_where_steps_do_not_converge(pipe, monkeypatch):
     assert kept.returned == ["naive", "naive"] and torch.equal(kept.noise, naive.noise)
     assert kept.nfe == raw.nfe + 6 + 2 * 6 and "kept naive inversion's noise" in kept.notes[-1]
     assert kept.report["returned"] == ["naive", "naive"] and not kept.converged and str(kept.status) == "plateau"
-    monkeypatch.setattr(exact_module, "iterate", real_iterate)
+    monkeypatch.setattr(exact_module, "solve_iteratively", real_iterate)
     converged = invert_sampler(denoiser, schedule, latent, "exact")
     assert converged.converged and converged.returned == []  # a converged run is returned as it is
+
+
+def test_one_divergence_switch_for_both_stages(pipe, monkeypatch):
+    """`on_divergence="raise"` (default) raises each stage's error; "report" returns a result whose status says
+    diverged, with a warning, from diffinv.invert as from each stage; anything else is a one-line error."""
+    import diffinv
+    from diffinv.inversion import InversionDiverged
+    from diffinv.utils.status import Status
+
+    schedule = make_schedule("ddim", pipe.scheduler.config, 4)
+    denoiser = Denoiser.from_pipeline(pipe, "a red circle", 1, 1.0, schedule.prediction_type)
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    real_output = denoiser.output
+    monkeypatch.setattr(denoiser, "output", lambda x, t: real_output(x, t) * float("nan"))
+    with pytest.raises(InversionDiverged, match="inverse step 1/4"):
+        invert_sampler(denoiser, schedule, latent, "naive")
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        reported = invert_sampler(denoiser, schedule, latent, "exact", on_divergence="report")
+    assert reported.status is Status.DIVERGED and not reported.converged and torch.isnan(reported.noise).all()
+    assert "inverse step 1/4" in reported.notes[-1]
+    with pytest.raises(ValueError, match="on_divergence must be raise or report, got 'warn'"):
+        invert_sampler(denoiser, schedule, latent, "naive", on_divergence="warn")
+    with pytest.raises(ValueError, match="on_divergence must be raise or report"):
+        diffinv.invert(pipe, latent=latent, steps=4, on_divergence="ignore")
+
+
+def test_keep_better_passes_over_a_noise_no_gaussian_draw_has(pipe, monkeypatch):
+    """At a fold a per-step solver can land on a second preimage that regenerates z_0 closer than naive's noise yet
+    lies far from the true noise; such a noise often has a norm no Gaussian draw of its size has. keep_better then
+    returns naive's noise although the other regenerates z_0 closer; with gaussian_test=None regeneration decides."""
+    import diffinv.inversion.sweeps as sweeps_module
+    from diffinv.inversion import gaussian_norm, keep_better_than_naive
+    from diffinv.inversion.result import InversionResult
+
+    draws = torch.randn(200, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert gaussian_norm(draws, 1e-6).all() and not gaussian_norm(1.3 * draws, 1e-6).any()
+    schedule = make_schedule("ddim", pipe.scheduler.config, 4)
+    denoiser = Denoiser.from_pipeline(pipe, "a red circle", 2, 1.0, schedule.prediction_type)
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    latent = sample(denoiser, schedule, noise).final
+    naive = invert_sampler(denoiser, schedule, latent, "naive").noise
+    far = naive * torch.tensor([1.0, 1.6]).view(2, 1, 1, 1)  # latent 1: a norm no draw of 256 entries has
+    calls = iter([torch.tensor([0.01, 0.01]), torch.tensor([0.02, 0.02])])  # "far" regenerates z_0 closer
+    monkeypatch.setattr(sweeps_module, "regeneration_errors", lambda *args: next(calls))
+
+    def unconverged() -> InversionResult:
+        return InversionResult(noise=far.clone(), latent=latent, method="exact", sampler="ddim", steps=4, guidance=1.0,
+                               converged=False)
+
+    tested = unconverged()
+    keep_better_than_naive(denoiser, schedule, latent, tested, 1e-6)
+    assert tested.returned == ["exact", "naive"] and torch.equal(tested.noise[1], naive[1])
+    calls = iter([torch.tensor([0.01, 0.01]), torch.tensor([0.02, 0.02])])
+    untested = unconverged()
+    keep_better_than_naive(denoiser, schedule, latent, untested, None)
+    assert untested.returned == ["exact", "exact"] and torch.equal(untested.noise, far)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffinv.inversion.implicit import Evaluation, StepSize, iterate, per_latent_norm
+from diffinv.inversion.iteration import Evaluation, StepSize, per_latent_norm, solve_iteratively
 from diffinv.inversion.levenberg import dense, levenberg_marquardt, matrix_free
 
 
@@ -40,7 +40,7 @@ def test_lm_inverts_a_map_with_negative_eigenvalues():
         difference = phi(z) - target
         return Evaluation(direction=difference, residual=relative(difference))
 
-    plain = iterate(forward_step, start, max_iter=300, tol=1e-6, step_size=StepSize(rho=0.5))
+    plain = solve_iteratively(forward_step, start, max_iter=300, tol=1e-6, step_size=StepSize(rho=0.5))
     lm = levenberg_marquardt(lambda z: phi(z) - target, matrix_free(linearizer(phi), 50), start, relative, tol=1e-6, max_iter=20)
     assert not plain.converged  # the negative directions push the forward step away
     assert lm.converged and lm.stop == "tolerance" and lm.residual <= 1e-6

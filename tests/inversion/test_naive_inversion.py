@@ -57,7 +57,7 @@ def test_more_steps_invert_better(pipe):
 
 def test_invert_from_image_batch(pipe):
     images = torch.rand(3, 3, 16, 16) * 2 - 1
-    result = invert(pipe, image=images, prompt="a red circle", scheduler="dpm++2m", steps=5, guidance=3.0)
+    result = invert(pipe, image=images, prompt="a red circle", sampler="dpm++2m", steps=5, guidance=3.0)
     assert result.noise.shape == (3, 4, 8, 8) and result.latent.shape == (3, 4, 8, 8)
     assert result.decoder == "encoder" and result.report["decoder"] == "encoder"
     assert result.nfe == 5

@@ -135,7 +135,7 @@ def test_reconstruction_benchmark_writes_rows(model_dir, tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 3 * 4 * 2  # 3 images x (autoencoder + 3 methods) x 2 dtypes
     for row in rows:
-        for key in ("method", "scheduler", "steps", "guidance", "dtype", "image", "psnr", "ssim", "lpips", "nfe",
+        for key in ("method", "sampler", "steps", "guidance", "dtype", "image", "psnr", "ssim", "lpips", "nfe",
                     "peak_memory_bytes"):
             assert key in row, key
         assert row["error"] is None and row["psnr"] > 0

@@ -1,6 +1,6 @@
 """Every sampler with its own stepper inverts through the shared methods: exact inversion (each step's implicit
 equation with all its network calls) recovers the noise far better than naive inversion (the step run
-backwards), a loosely solved step does not, and a model folder's own scheduler is used by default."""
+backwards), a loosely solved step does not, and a model folder's own sampler is used by default."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_exact_inversion_beats_naive(pipe, sd3, name, guidance):
     loose = invert_sampler(denoiser, schedule, latent, "exact-paper", **LOOSE)
     ratio = 100 if guidance == 1.0 else 10
     calls = {"pndm": 11, "heun": 19, "flow-heun": 19}.get(name, 10)
-    assert naive.nfe == calls and naive.scheduler == name
+    assert naive.nfe == calls and naive.sampler == name
     assert exact.converged and max(exact.residuals) <= 1e-6 and len(exact.residuals) == 10
     assert nmse(exact.noise, noise) * ratio < nmse(naive.noise, noise)
     assert nmse(loose.noise, noise) * ratio > nmse(naive.noise, noise)
@@ -97,14 +97,14 @@ def test_a_folder_naming_pndm_is_inverted_with_pndm(tmp_path):
                                  "--method-option", "sweeps=3", "--reference", str(tmp_path / "gen"), "--out", str(tmp_path / "inv")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "inv" / "report.json").read_text())
-    assert report["scheduler"] == "pndm" and report["nfe"] > 7 and report["noise_nmse"] < 1e-5
-    assert "scheduler pndm: the model folder's own (PNDMScheduler)" in report["notes"]
-    # a folder whose scheduler is stochastic: the default sampler, with a note saying why
+    assert report["sampler"] == "pndm" and report["nfe"] > 7 and report["noise_nmse"] < 1e-5
+    assert "sampler pndm: the model folder's own (PNDMScheduler)" in report["notes"]
+    # a folder whose sampler is stochastic: the default sampler, with a note saying why
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.save_pretrained(tmp_path / "ancestral")
     schedule = make_schedule(None, EulerAncestralDiscreteScheduler.from_pretrained(tmp_path / "ancestral", subfolder="scheduler").config, 6)
     assert schedule.name == "ddim" and "EulerAncestralDiscreteScheduler" in schedule.note and "stochastic" in schedule.note
     refused = runner.invoke(app, ["invert", "--latent", str(tmp_path / "gen" / "latent.safetensors"), *common,
-                                  "--scheduler", "euler-ancestral", "--out", str(tmp_path / "bad")])
+                                  "--sampler", "euler-ancestral", "--out", str(tmp_path / "bad")])
     assert refused.exit_code == 2 and "cannot be inverted without the noise it drew" in refused.output
     assert refused.output.strip().count("\n") == 0

@@ -29,7 +29,7 @@ def test_flow_euler_parity_with_diffusers(model, guidance, request):
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(4))
     expected = pipe(PROMPTS, latents=noise.clone(), num_inference_steps=8, guidance_scale=guidance, output_type="latent").images
     got = diffinv.generate(pipe, PROMPTS, noise=noise, steps=8, guidance=guidance)
-    assert got.scheduler == "flow-euler"  # the default on flow-matching models
+    assert got.sampler == "flow-euler"  # the default on flow-matching models
     assert (got.latent - expected).abs().max() <= 1e-4
     image = pipe(PROMPTS, latents=noise.clone(), num_inference_steps=8, guidance_scale=guidance, output_type="pt").images
     assert (got.image - (image * 2 - 1)).abs().max() <= 1e-4  # decoding with the VAE's shift factor
@@ -65,7 +65,7 @@ def test_flow_exact_inversion_beats_naive(sd3, guidance):
     loose = diffinv.invert(sd3, **common, method="exact", method_options={"tol": 1e-1, "max_iter": 1})
     fixed = diffinv.invert(sd3, **common, method="fixed-point", method_options={"tol": 1e-6, "max_iter": 300})
     ratio = 100 if guidance == 1.0 else 10
-    assert exact.converged and exact.scheduler == "flow-euler"
+    assert exact.converged and exact.sampler == "flow-euler"
     assert diffinv.nmse(exact.noise, noise) * ratio < diffinv.nmse(naive.noise, noise)
     assert diffinv.nmse(loose.noise, noise) * ratio > diffinv.nmse(naive.noise, noise)  # the bound needs a solved step
     assert diffinv.nmse(fixed.noise, noise) < diffinv.nmse(naive.noise, noise)
@@ -73,11 +73,11 @@ def test_flow_exact_inversion_beats_naive(sd3, guidance):
 
 def test_samplers_refuse_the_other_family(sd3, pipe):
     with pytest.raises(ValueError, match="does not fit a flow-matching model; choose one of flow-euler"):
-        diffinv.generate(sd3, "x", seed=0, scheduler="ddim", steps=4)
+        diffinv.generate(sd3, "x", seed=0, sampler="ddim", steps=4)
     with pytest.raises(ValueError, match="does not fit a diffusion"):
-        diffinv.invert(pipe, latent=torch.zeros(1, 4, 8, 8), scheduler="flow-euler", steps=4)
-    with pytest.raises(ValueError, match="unknown scheduler"):
-        diffinv.generate(sd3, "x", seed=0, scheduler="flow", steps=4)
+        diffinv.invert(pipe, latent=torch.zeros(1, 4, 8, 8), sampler="flow-euler", steps=4)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        diffinv.generate(sd3, "x", seed=0, sampler="flow", steps=4)
 
 
 def test_flow_decoders_and_tree_ring(sd3, tmp_path):
@@ -108,7 +108,7 @@ def test_flux_parity_with_diffusers(flux, guidance, embedded):
     settings = dict(height=32, width=32, num_inference_steps=6, guidance_scale=guidance)
     expected = unpack(pipe(PROMPTS, latents=pack(noise), output_type="latent", **settings).images, 16, 16)
     got = diffinv.generate(pipe, PROMPTS, noise=noise, steps=6, guidance=guidance)
-    assert got.scheduler == "flow-euler" and got.nfe == 6  # guidance is a network input: one call per step
+    assert got.sampler == "flow-euler" and got.nfe == 6  # guidance is a network input: one call per step
     assert (got.latent - expected).abs().max() <= 1e-4
     image = pipe(PROMPTS, latents=pack(noise), output_type="pt", **settings).images
     assert (got.image - (image * 2 - 1)).abs().max() <= 1e-4
@@ -157,7 +157,7 @@ def test_cli_on_a_saved_sd3_folder(sd3, tmp_path):
                                  "--reference", str(tmp_path / "gen"), "--out", str(tmp_path / "inv")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "inv" / "report.json").read_text())
-    assert report["scheduler"] == "flow-euler" and report["noise_nmse"] < 1e-6
-    refused = runner.invoke(app, ["generate", *common, "--scheduler", "ddim", "--out", str(tmp_path / "bad")])
+    assert report["sampler"] == "flow-euler" and report["noise_nmse"] < 1e-6
+    refused = runner.invoke(app, ["generate", *common, "--sampler", "ddim", "--out", str(tmp_path / "bad")])
     assert refused.exit_code == 2 and "does not fit a flow-matching model" in refused.output
     assert not (tmp_path / "bad").exists()

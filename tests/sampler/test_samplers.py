@@ -11,7 +11,7 @@ import diffinv
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.testing import tiny_pipeline, tiny_sd3_pipeline
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.registry import ENTRIES, get_sampler, sampler_names, scheduler_help
+from diffinv.sampler.registry import ENTRIES, get_sampler, sampler_names, sampler_help
 from diffinv.sampler.schedule import diffusers_scheduler, make_schedule
 
 PROMPTS = ["a red circle on a blue background", "a green square"]
@@ -35,8 +35,8 @@ def compare(pipe, name, steps, guidance):
     settings = dict(latents=noise.clone(), num_inference_steps=steps, guidance_scale=guidance)
     expected = pipe(PROMPTS, output_type="latent", **settings).images
     image = pipe(PROMPTS, output_type="pt", **settings).images
-    got = diffinv.generate(pipe, PROMPTS, noise=noise, steps=steps, guidance=guidance, scheduler=name)
-    assert got.scheduler == name and got.nfe == network_calls(name, steps)
+    got = diffinv.generate(pipe, PROMPTS, noise=noise, steps=steps, guidance=guidance, sampler=name)
+    assert got.sampler == name and got.nfe == network_calls(name, steps)
     assert (got.latent - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()) / 10)
     assert (got.latent - expected).norm() / expected.norm() <= 1e-5
     assert (got.image - (image * 2 - 1)).abs().max() <= 1e-4
@@ -84,7 +84,7 @@ def test_unipc_honours_disable_corrector(pipe, disabled):
         baseline = make_schedule("unipc", config, 8)  # with the corrector everywhere the latent differs
         noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(8))
         plain = sample(Denoiser.from_pipeline(pipe, PROMPTS, 2, 7.5, "epsilon"), baseline, noise).final
-        assert (plain - diffinv.generate(pipe, PROMPTS, noise=noise, steps=8, guidance=7.5, scheduler="unipc").latent).abs().max() > 1e-3
+        assert (plain - diffinv.generate(pipe, PROMPTS, noise=noise, steps=8, guidance=7.5, sampler="unipc").latent).abs().max() > 1e-3
     finally:
         pipe.scheduler = original
 
@@ -115,7 +115,7 @@ def test_listing_the_samplers_imports_neither_torch_nor_diffusers():
     import subprocess
     import sys
 
-    code = ("import sys; from diffinv.sampler.registry import scheduler_help; text = scheduler_help(); "
+    code = ("import sys; from diffinv.sampler.registry import sampler_help; text = sampler_help(); "
             "assert 'pndm' in text and 'flow-heun' in text; print('torch' in sys.modules, 'diffusers' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
 
@@ -123,7 +123,7 @@ def test_listing_the_samplers_imports_neither_torch_nor_diffusers():
 def test_registry_lists_every_sampler_and_refuses_stochastic_ones(pipe):
     assert set(NEW) | {"ddim", "euler", "dpm++1", "dpm++2m", "dpm++3m"} == set(sampler_names(flow=False))
     assert set(sampler_names(flow=True)) == {"flow-euler", "flow-heun"}
-    assert all(name in scheduler_help() for name in ENTRIES)
+    assert all(name in sampler_help() for name in ENTRIES)
     for name in ("euler-ancestral", "ddpm", "lcm", "dpm++sde"):
         with pytest.raises(ValueError, match="is stochastic: it adds fresh noise at every step, so its images cannot be inverted"):
             make_schedule(name, pipe.scheduler.config, 10)

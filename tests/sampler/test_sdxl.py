@@ -27,29 +27,29 @@ def test_sdxl_parity_with_diffusers(xl, name, guidance):
         expected = xl(PROMPTS, latents=noise.clone(), num_inference_steps=8, guidance_scale=guidance, output_type="latent").images
     finally:
         xl.scheduler = original
-    got = diffinv.generate(xl, PROMPTS, noise=noise, scheduler=name, steps=8, guidance=guidance).latent
+    got = diffinv.generate(xl, PROMPTS, noise=noise, sampler=name, steps=8, guidance=guidance).latent
     assert (got - expected).abs().max() <= 1e-4
 
 
 @pytest.mark.parametrize("guidance", [1.0, 7.0])
 def test_sdxl_exact_inversion_beats_naive(xl, guidance):
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
-    made = diffinv.generate(xl, PROMPTS[0], noise=noise, scheduler="euler", steps=10, guidance=guidance)
-    naive = diffinv.invert(xl, latent=made.latent, prompt=PROMPTS[0], scheduler="euler", steps=10, guidance=guidance)
-    exact = diffinv.invert(xl, latent=made.latent, prompt=PROMPTS[0], scheduler="euler", steps=10, guidance=guidance,
+    made = diffinv.generate(xl, PROMPTS[0], noise=noise, sampler="euler", steps=10, guidance=guidance)
+    naive = diffinv.invert(xl, latent=made.latent, prompt=PROMPTS[0], sampler="euler", steps=10, guidance=guidance)
+    exact = diffinv.invert(xl, latent=made.latent, prompt=PROMPTS[0], sampler="euler", steps=10, guidance=guidance,
                            method="exact", method_options={"anderson": 3, "tol": 1e-6, "max_iter": 300})
     ratio = 100 if guidance == 1.0 else 10
     assert diffinv.nmse(exact.noise, noise) * ratio < diffinv.nmse(naive.noise, noise)
 
 
 def test_sdxl_decoder_and_editing_run(xl):
-    made = diffinv.generate(xl, PROMPTS[0], seed=1, scheduler="euler", steps=4, guidance=3.0)
+    made = diffinv.generate(xl, PROMPTS[0], seed=1, sampler="euler", steps=4, guidance=3.0)
     for decoder in ("encoder", "gradient-free", "gradient"):
-        out = diffinv.invert(xl, made.image, prompt=PROMPTS[0], scheduler="euler", steps=4, guidance=3.0, decoder=decoder,
+        out = diffinv.invert(xl, made.image, prompt=PROMPTS[0], sampler="euler", steps=4, guidance=3.0, decoder=decoder,
                              decoder_options={} if decoder == "encoder" else {"iterations": 3})
         assert torch.isfinite(out.noise).all()
     edited = diffinv.edit(xl, made.image, PROMPTS[0], "a green circle on a blue background", method="naive",
-                          scheduler="euler", steps=4, guidance=3.0)
+                          sampler="euler", steps=4, guidance=3.0)
     assert edited.injected_maps > 0 and torch.isfinite(edited.edited).all()
 
 

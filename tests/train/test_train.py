@@ -184,17 +184,17 @@ def test_probe_statistics_and_rows():
     assert len(steps) == 2 and all(r["floor"] > 0 and r["min_singular"] > 0 for r in steps)
     assert {r["method"] for r in rows if "method" in r} == {"naive", "exact"}
     assert "summary:" in format_probe(rows)
-    dpm = invertibility(pipe, trajectories=1, last=2, steps=4, scheduler="dpm++2m", inversion=False)
+    dpm = invertibility(pipe, trajectories=1, last=2, steps=4, sampler="dpm++2m", inversion=False)
     final = [r for r in dpm if r["floor"] == 0.0]  # the last step, to sigma 0: no ratio to a floor
     assert len(final) == 1 and final[0]["min_singular_over_floor"] is None and final[0]["min_singular"] > 0
-    assert "on the step to sigma 0" in format_probe(dpm) and all(r["scheduler"] == "dpm++2m" for r in dpm)
+    assert "on the step to sigma 0" in format_probe(dpm) and all(r["sampler"] == "dpm++2m" for r in dpm)
     with pytest.raises(ValueError, match="first and last must be between"):
         invertibility(pipe, trajectories=1, last=5, steps=4)
     with pytest.raises(ValueError, match="at least one step"):
         invertibility(pipe, trajectories=1, last=0, steps=4)
     # The first and the last step of a guided DPM-Solver++(2M) run, each solved alone from exact inversion's
     # warm start: the random test model is invertible, so each lands on the true latent.
-    ends = invertibility(pipe, trajectories=2, first=1, last=1, steps=4, scheduler="dpm++2m", guidance=5.0,
+    ends = invertibility(pipe, trajectories=2, first=1, last=1, steps=4, sampler="dpm++2m", guidance=5.0,
                          inversion=False, solve=True)
     assert [r["timestep"] for r in ends] == [ends[0]["timestep"]] * 2 + [ends[2]["timestep"]] * 2
     assert ends[0]["timestep"] > ends[2]["timestep"]
@@ -310,7 +310,7 @@ def test_training_probe_runs_each_setting(tmp_path):
                sample_size=8, probe_every=1, probe_settings=[("ddim", 4, 1.0), ("dpm++2m", 4, 3.0)], texture="colour")
     rows = [json.loads(line) for line in (tmp_path / "unet" / "probe.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "timestep" in r]
-    assert {(r["scheduler"], r["guidance"]) for r in steps} == {("ddim", 1.0), ("dpm++2m", 3.0)}
+    assert {(r["sampler"], r["guidance"]) for r in steps} == {("ddim", 1.0), ("dpm++2m", 3.0)}
     assert all(r["train_step"] == 1 and r["steps"] == 4 for r in rows)
 
 

@@ -178,7 +178,7 @@ def invert_dataset(
     progress: bool = True,
 ) -> Summary:
     """Invert every item (see the module docstring); `settings` are `diffinv.invert`'s keyword arguments
-    (prompt, scheduler, steps, guidance, method, decoder, method_options, decoder_options) plus anything
+    (prompt, sampler, steps, guidance, method, decoder, method_options, decoder_options) plus anything
     else that should key the results (the model's name)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")

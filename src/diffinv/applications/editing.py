@@ -32,7 +32,7 @@ from PIL import Image
 from diffinv.applications.attention import AttentionInjection, changed_tokens, injected, token_alignment
 from diffinv.inversion import InversionResult
 from diffinv.models.denoiser import Denoiser, network_of
-from diffinv.models.prediction import Point
+from diffinv.models.prediction import NoiseLevel
 from diffinv.pipeline import decode, image_batch, invert
 from diffinv.sampler.sampling import sample
 from diffinv.sampler.schedule import make_schedule
@@ -107,7 +107,7 @@ class EditResult:
     def report(self) -> dict[str, Any]:
         inversion = self.inversion
         return {
-            "mode": self.mode, "method": inversion.method, "decoder": inversion.decoder, "scheduler": inversion.scheduler,
+            "mode": self.mode, "method": inversion.method, "decoder": inversion.decoder, "sampler": inversion.sampler,
             "steps": inversion.steps, "guidance": inversion.guidance, "mask_source": self.mask_source,
             "options": self.options, "nfe": self.nfe, "inversion_nfe": inversion.nfe, "seconds": round(self.seconds, 4),
             "inversion_seconds": round(inversion.seconds, 4), "peak_memory_bytes": self.peak_memory_bytes,
@@ -160,7 +160,7 @@ def estimate_mask(pipe, latent: torch.Tensor, source_prompts: list[str], target_
                                       pipe.scheduler.config.prediction_type)
     timestep = min(int(strength * pipe.scheduler.config.num_train_timesteps), pipe.scheduler.config.num_train_timesteps - 1)
     alpha_bar = float(pipe.scheduler.alphas_cumprod[timestep])
-    point = Point(alpha=alpha_bar**0.5, sigma=(1 - alpha_bar) ** 0.5)
+    point = NoiseLevel(alpha=alpha_bar**0.5, sigma=(1 - alpha_bar) ** 0.5)
     generator = torch.Generator().manual_seed(mask_seed)
     total = torch.zeros(count, 1, *latent.shape[-2:])
     for _ in range(draws):
@@ -185,7 +185,7 @@ def edit(
     decoder: str = "encoder",
     mode: str | PromptToPrompt | DiffEdit = "prompt-to-prompt",
     mask: torch.Tensor | None = None,
-    scheduler: str = "ddim",
+    sampler: str = "ddim",
     steps: int = 50,
     guidance: float = 7.5,
     method_options: dict[str, Any] | None = None,
@@ -211,14 +211,14 @@ def edit(
     count = images.shape[0]
     sources = _prompt_list(source_prompt, count, "source prompt")
     targets = _prompt_list(target_prompt, count, "target prompt")
-    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
+    schedule = make_schedule(sampler, pipe.scheduler.config, steps)
     latent_size = (images.shape[-2] // pipe.vae_scale_factor, images.shape[-1] // pipe.vae_scale_factor)
     given = prepare_mask(mask, count, latent_size) if mask is not None else None
     blending = isinstance(config, PromptToPrompt) and config.local_blend is not None
     if isinstance(config, PromptToPrompt):
         alignments, words = _alignments(pipe, sources, targets)
     reused = inversion is not None
-    if reused and (inversion.noise.shape[0] != count or inversion.scheduler != scheduler or inversion.steps != steps):
+    if reused and (inversion.noise.shape[0] != count or inversion.sampler != sampler or inversion.steps != steps):
         raise ValueError("the given inversion does not match these images and sampler settings")
     if reused and float(inversion.guidance) != float(guidance):
         raise ValueError(f"the given inversion was made at guidance {inversion.guidance}, not {guidance}: "
@@ -229,7 +229,7 @@ def edit(
                          "its noise regenerates the image only with its own prompt")
     with measure(network_of(pipe).device) as cost:
         if not reused:
-            inversion = invert(pipe, images, prompt=sources, scheduler=scheduler, steps=steps, guidance=guidance,
+            inversion = invert(pipe, images, prompt=sources, sampler=sampler, steps=steps, guidance=guidance,
                                method=method, decoder=decoder, method_options=method_options,
                                decoder_options=decoder_options, progress=progress)
         nfe = inversion.nfe

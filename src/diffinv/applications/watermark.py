@@ -260,7 +260,7 @@ def generate_watermarked(pipe, prompt, key: WatermarkKey, seed: int = 0, **gener
     return generate(pipe, prompt, noise=embed(noise, key), seed=seed, **generate_options)
 
 
-def detect(pipe, image, key: WatermarkKey, prompt="", scheduler: str | None = None, steps: int = 50, guidance: float = 1.0,
+def detect(pipe, image, key: WatermarkKey, prompt="", sampler: str | None = None, steps: int = 50, guidance: float = 1.0,
            method: str = "naive", decoder: str = "encoder", **invert_options) -> Detection:
     """Invert `image` (tensor in [-1, 1] or PIL images) to its noise and score it against `key`.
 
@@ -268,7 +268,7 @@ def detect(pipe, image, key: WatermarkKey, prompt="", scheduler: str | None = No
     """
     from diffinv.pipeline import invert
 
-    result = invert(pipe, image, prompt=prompt, scheduler=scheduler, steps=steps, guidance=guidance,
+    result = invert(pipe, image, prompt=prompt, sampler=sampler, steps=steps, guidance=guidance,
                     method=method, decoder=decoder, **invert_options)
     noise = result.noise.cpu()
     found = Detection(distance=distance(noise, key), p_value=p_value(noise, key), correlation=correlation(noise, key),

@@ -209,7 +209,7 @@ def run_decoder_benchmark(
                             continue
                         for n in [0] if method == "encoder" else iterations:
                             bar.set_postfix_str(f"{dt} {setting} w={g} frames={count} {_variant_label(method, options)} n={n}")
-                            run_options = dict(options, chunk_size=chunk_size, on_divergence="warn", progress=False)
+                            run_options = dict(options, chunk_size=chunk_size, on_divergence="report", progress=False)
                             if setting == "float" and "clipped" not in options:
                                 run_options["clipped"] = False  # float decodings were never clipped
                             if method != "encoder":

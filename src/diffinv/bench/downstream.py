@@ -68,7 +68,7 @@ def run_downstream_benchmark(
                 "guidance": float(g),
                 "decoder": label,
                 "method": method,
-                "scheduler": result.scheduler,
+                "sampler": result.sampler,
                 "steps": steps,
                 "latent_nmse_db": _finite(to_db(nmse(result.latent, sample.latent))) if name is not None else None,
                 "noise_nmse": _finite(nmse(result.noise, sample.noise)),
@@ -79,7 +79,7 @@ def run_downstream_benchmark(
     if print_table:
         columns = [("guidance", "w", "g"), ("decoder", "decoder", ""), ("latent_nmse_db", "latent NMSE dB", ".2f"),
                    ("noise_nmse", "noise NMSE", ".3g"), ("decoder_seconds", "decoder s", ".1f")]
-        sampler = f"{rows[0]['scheduler']}-{steps}" if rows else str(steps)
+        sampler = f"{rows[0]['sampler']}-{steps}" if rows else str(steps)
         print(format_table(rows, columns, title=f"noise recovered from saved samples: decoder inversion, then {method} "
                                                 f"({sampler}, each sample's prompt and guidance)"))
     if out_json is not None:

@@ -43,7 +43,7 @@ from diffinv.utils.metrics import nmse, to_db
 
 TRUE_NOISE = "true-noise"
 DEFAULT_METHODS = (TRUE_NOISE, "naive", "exact-aa", "easyinv", "renoise", "fixed-point")
-DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))
+DEFAULT_SAMPLERS = (("ddim", 50), ("dpm++2m", 10))
 DEFAULT_GUIDANCES = (3.0, 7.5)
 EDITS = ("colour", "shape")
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -52,7 +52,7 @@ PHOTO_PROMPTS = ("a photo", "a photo with a red circle")
 COLUMNS: list[Column] = [
     ("images", "images", ""),
     ("edit", "edit", ""),
-    ("scheduler", "sampler", ""),
+    ("sampler", "sampler", ""),
     ("steps", "steps", ""),
     ("guidance", "w", "g"),
     ("method", "method", ""),
@@ -122,7 +122,7 @@ def check_mode_spec(spec: str) -> str:
 def run_editing_benchmark(
     pipe,
     n: int = 8,
-    schedulers: Sequence[tuple[str, int]] = DEFAULT_SCHEDULERS,
+    samplers: Sequence[tuple[str, int]] = DEFAULT_SAMPLERS,
     guidances: Sequence[float] = DEFAULT_GUIDANCES,
     methods: Sequence[str] = DEFAULT_METHODS,
     modes: Sequence[str] = MODES,
@@ -151,16 +151,16 @@ def run_editing_benchmark(
             raise ValueError(f"unknown edit {kind!r}; choose from {', '.join(EDITS)}")
     rows: list[dict[str, Any]] = []
     photo_methods = [label for label in methods if label != TRUE_NOISE]
-    cells = len(schedulers) * len(guidances) * (len(edits) * len(methods) + (len(photo_methods) if photos else 0))
+    cells = len(samplers) * len(guidances) * (len(edits) * len(methods) + (len(photo_methods) if photos else 0))
     bar = tqdm(total=cells, desc="editing benchmark", disable=not progress)
     size = default_image_side(pipe)
     photo_batch = torch.stack([item.image for item in skimage_images(size, photos)]) if photos else None
     if photos:
         yy, xx = np.mgrid[:size, :size] + 0.5
         disc = torch.from_numpy((xx - size / 2) ** 2 + (yy - size / 2) ** 2 <= (size * 0.25) ** 2).float()[None, None]
-    for scheduler, steps in schedulers:
+    for sampler, steps in samplers:
         for guidance in guidances:
-            settings = dict(scheduler=scheduler, steps=steps, guidance=float(guidance))
+            settings = dict(sampler=sampler, steps=steps, guidance=float(guidance))
             for kind in edits:
                 pairs = scene_edits(n, kind, seed)
                 sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]

@@ -100,10 +100,10 @@ def diffusers_inverse_loop(pipe, denoiser: Denoiser, latent: torch.Tensor, steps
     (same embeddings, added conditioning and guidance as `denoiser`); returns (z_T, network calls)."""
     from diffusers import DDIMInverseScheduler
 
-    scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(steps)
+    inverse_scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    inverse_scheduler.set_timesteps(steps)
     unet, x, calls = pipe.unet, latent, 0
-    for t in scheduler.timesteps:
+    for t in inverse_scheduler.timesteps:
         model_input = torch.cat([x, x]) if denoiser.guided else x
         output = unet(model_input.to(denoiser.network_dtype), t, encoder_hidden_states=denoiser.embeds,
                       added_cond_kwargs=denoiser.added, return_dict=False)[0].float()
@@ -111,7 +111,7 @@ def diffusers_inverse_loop(pipe, denoiser: Denoiser, latent: torch.Tensor, steps
         if denoiser.guided:
             unconditional, conditional = output.chunk(2)
             output = unconditional + denoiser.guidance * (conditional - unconditional)
-        x = scheduler.step(output, t, x).prev_sample
+        x = inverse_scheduler.step(output, t, x).prev_sample
     return x, calls
 
 
@@ -126,7 +126,7 @@ def inversion_rows(pipe, spec: Spec, side: int, steps: int, repeats: int, full_s
 
     denoiser = _denoiser(pipe, side)
     z0 = _latent(pipe, side) if latent is None else latent
-    if spec.network != "UNet2DConditionModel":  # a flow model: no DDIM inverse scheduler to compare with
+    if spec.network != "UNet2DConditionModel":  # a flow model: no diffusers DDIM inverse scheduler to compare with
         from diffinv.pipeline import pipeline_schedule
 
         schedule = pipeline_schedule(pipe, None, steps, tuple(z0.shape[-2:]))
@@ -207,7 +207,7 @@ def decoder_rows(pipe, frames: Sequence[int], iterations: int, limit: int | None
                          "note": f"estimated {estimate / 2**30:.1f} GiB ({chunk} x {per_frame[method] / 2**30:.2f} GiB per frame) "
                                  f"> limit {limit / 2**30:.1f} GiB"})
             continue
-        options: dict[str, Any] = {"chunk_size": chunk, "on_divergence": "warn"}
+        options: dict[str, Any] = {"chunk_size": chunk, "on_divergence": "report"}
         if method != "encoder":
             options["iterations"] = iterations
         try:

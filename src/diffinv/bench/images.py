@@ -120,7 +120,7 @@ def folder_images(folder: str | Path, size: int) -> list[BenchImage]:
 
 
 def generated_images(
-    pipe, count: int, prompts: Sequence[str] = GENERATION_PROMPTS, scheduler: str | None = None, steps: int = 50, guidance: float = 7.5, seed: int = 0
+    pipe, count: int, prompts: Sequence[str] = GENERATION_PROMPTS, sampler: str | None = None, steps: int = 50, guidance: float = 7.5, seed: int = 0
 ) -> list[BenchImage]:
     """`count` images the model generates from seeds seed, seed+1, ... cycling through `prompts`."""
     from diffinv.pipeline import generate
@@ -128,7 +128,7 @@ def generated_images(
     images = []
     for index in range(count):
         prompt = prompts[index % len(prompts)]
-        result = generate(pipe, prompt, seed=seed + index, scheduler=scheduler, steps=steps, guidance=guidance)
+        result = generate(pipe, prompt, seed=seed + index, sampler=sampler, steps=steps, guidance=guidance)
         images.append(BenchImage(f"generated-{seed + index}", result.image[0].float().cpu(), "generated", prompt))
     return images
 

@@ -37,16 +37,16 @@ COLUMNS: list[Column] = [
 @torch.inference_mode()
 def diffusers_inversion(pipe, latent: torch.Tensor, embeds: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:
     """z_0 -> z_T with diffusers' DDIMInverseScheduler, the loop written as its documentation does."""
-    scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(steps)
+    inverse_scheduler = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    inverse_scheduler.set_timesteps(steps)
     x = latent
-    for t in scheduler.timesteps:
+    for t in inverse_scheduler.timesteps:
         model_input = torch.cat([x, x]) if guidance > 1 else x
         output = pipe.unet(model_input, t, encoder_hidden_states=embeds).sample
         if guidance > 1:
             unconditional, conditional = output.chunk(2)
             output = unconditional + guidance * (conditional - unconditional)
-        x = scheduler.step(output, t, x).prev_sample
+        x = inverse_scheduler.step(output, t, x).prev_sample
     return x
 
 

@@ -19,6 +19,10 @@ repository) prints it for any model folder. Large guidance folds the big high-no
 model, DPM-Solver++(2M)-10 at guidance 7.5, its first step): `first` probes the first step maps, and
 `solve` solves each probed step alone to show whether a per-step solver lands on the true latent or on a
 second preimage.
+
+The step probe itself (floors, matrix-free and full-Jacobian smallest singular values, verdicts) is
+`diffinv.inversion.probe`; `fold_probe` runs it along trajectories of a pipeline for `diffinv probe`, which
+prints `format_fold_table` and draws `plot_margins`.
 """
 
 from __future__ import annotations
@@ -31,12 +35,19 @@ import torch
 from diffinv.bench.scenes import caption, heldout_combos
 from diffinv.inversion import METHODS, invert_sampler
 from diffinv.inversion.naive import explicit_step
-from diffinv.inversion.step_problem import StepProblem
+from diffinv.inversion.probe import (
+    FOLD_MARGIN,
+    ITERATIONS,
+    TOL,
+    chosen_steps,
+    probe_steps,
+    sample_trajectory,
+    step_statistics,
+)
 from diffinv.models.denoiser import Denoiser
-from diffinv.pipeline import seeded_noise
-from diffinv.sampler.sampling import sample, step_history
-from diffinv.sampler.schedule import Schedule, make_schedule, parse_schedulers, reverse
-from diffinv.sampler.solvers import usable_history
+from diffinv.pipeline import pipeline_schedule, seeded_noise
+from diffinv.sampler.schedule import Schedule, make_schedule, parse_samplers, reverse
+from diffinv.sampler.update import usable_history
 from diffinv.utils.metrics import nmse
 
 #: Relative residual the per-step solve of `invertibility(..., solve=True)` aims at.
@@ -57,7 +68,7 @@ def parse_probe_settings(text: str) -> list[tuple[str, int, float]]:
             value = math.nan
         if not sep or not math.isfinite(value):
             raise ValueError(f"probe setting {item!r} is not SAMPLER:STEPS@GUIDANCE (e.g. ddim:50@7.5)")
-        ((name, steps),) = parse_schedulers(sampler)
+        ((name, steps),) = parse_samplers(sampler)
         settings.append((name, steps, value))
     if not settings:
         raise ValueError("no probe setting given")
@@ -69,23 +80,6 @@ def probe_prompts(count: int) -> list[str]:
     combos = heldout_combos()
     stride = max(1, len(combos) // count)
     return [caption(*combos[(i * stride) % len(combos)]) for i in range(count)]
-
-
-def step_statistics(jacobian: torch.Tensor, floor: float) -> dict[str, float]:
-    """Smallest singular value, negative-real-part eigenvalue count and asymmetry of one step's Jacobian."""
-    jacobian = jacobian.double()
-    singular = torch.linalg.svdvals(jacobian)
-    eigen = torch.linalg.eigvals(jacobian)
-    symmetric, skew = jacobian + jacobian.T, jacobian - jacobian.T
-    return {
-        "floor": floor,
-        "min_singular": float(singular.min()),
-        "min_singular_over_floor": float(singular.min() / floor) if floor > 0 else None,
-        "max_singular": float(singular.max()),
-        "negative_eigenvalues": int((eigen.real < 0).sum()),
-        "min_real_eigenvalue": float(eigen.real.min()),
-        "asymmetry": float(skew.norm() / symmetric.norm()),
-    }
 
 
 def naive_start(denoiser: Denoiser, schedule: Schedule, latents: list[torch.Tensor], index: int) -> torch.Tensor:
@@ -105,7 +99,7 @@ def naive_start(denoiser: Denoiser, schedule: Schedule, latents: list[torch.Tens
 @torch.no_grad()
 def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, guidance: float = 1.0,
                   inversion: bool = True, exact_options: dict[str, Any] | None = None,
-                  scheduler: str = "ddim", branches: bool = False, first: int = 0,
+                  sampler: str = "ddim", branches: bool = False, first: int = 0,
                   solve: bool = False) -> list[dict[str, Any]]:
     """Rows of the probe (see the module docstring): one per (trajectory, step), then one per
     (trajectory, inversion method) with `noise_nmse`. Trajectory i uses held-out prompt i and seed i.
@@ -129,9 +123,10 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
     prompts = probe_prompts(trajectories)
     kind = pipe.scheduler.config.prediction_type
     denoiser = Denoiser.from_pipeline(pipe, prompts, trajectories, guidance, kind)
-    schedule = make_schedule(scheduler, pipe.scheduler.config, steps)
+    schedule = make_schedule(sampler, pipe.scheduler.config, steps)
     noise = torch.cat([seeded_noise(pipe, seed) for seed in range(trajectories)])
-    path = sample(denoiser, schedule, noise, keep_trajectory=True)
+    trajectory = sample_trajectory(denoiser, schedule, noise)
+    path = trajectory.path
     split = branches and guidance != 1.0
     parts = {"conditional": Denoiser.from_pipeline(pipe, prompts, trajectories, 1.0, kind),
              "unconditional": Denoiser.from_pipeline(pipe, [""] * trajectories, trajectories, 1.0, kind)} if split else {}
@@ -141,23 +136,19 @@ def invertibility(pipe, trajectories: int = 2, last: int = 3, steps: int = 50, g
               if solve else None)
     for index in sorted(set(range(first)) | set(range(count - last, count))):
         step = schedule.steps[index]
-        history = tuple(step_history(step, path.data_predictions[:index]))
-
-        def step_problem(model: Denoiser) -> StepProblem:
-            return StepProblem(model, step, target=path.latents[index + 1], history=history)
 
         def step_jacobians(model: Denoiser) -> torch.Tensor:
-            return step_problem(model).jacobian(path.latents[index])
+            return trajectory.problem(model, index).jacobian(path.latents[index])
 
         jacobians = step_jacobians(denoiser)
         if solver is not None:
-            problem = step_problem(denoiser)
+            problem = trajectory.problem(denoiser, index)
             solved = solver.solve(problem, naive_start(denoiser, schedule, path.latents, index)).latent
             solved_residual = problem.relative(problem.residual(solved)).tolist()
         branch_jacobians = {name: step_jacobians(model) for name, model in parts.items()}
         floor = step.end.sigma / step.start.sigma
         for i, jacobian in enumerate(jacobians):
-            row = {"prompt": prompts[i], "seed": i, "guidance": guidance, "scheduler": schedule.name, "timestep": step.timestep,
+            row = {"prompt": prompts[i], "seed": i, "guidance": guidance, "sampler": schedule.name, "timestep": step.timestep,
                    **step_statistics(jacobian, floor)}
             if solver is not None:
                 row["solved_residual"], row["solved_nmse"] = solved_residual[i], nmse(solved[i], path.latents[index][i])
@@ -227,3 +218,107 @@ def format_probe(rows: list[dict[str, Any]]) -> str:
                   for r in inversions]
     lines += ["", "summary: " + summary(rows)]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- `diffinv probe`
+
+
+def fold_probe(pipe, prompts: list[str], seeds: list[int], sampler: str | None = None, steps: int = 50,
+               guidance: float = 7.5, first: int = 0, last: int = 0, at: tuple[int, ...] = (), full: bool | None = None,
+               iterations: int = ITERATIONS, tol: float = TOL, progress: bool = False) -> list[dict[str, Any]]:
+    """`diffinv probe`: trajectory i from `seeds[i]` with `prompts[i]`, sampled as far as the last chosen step,
+    and `diffinv.inversion.probe.probe_steps` on the chosen steps (`chosen_steps`: all by default)."""
+    if len(prompts) != len(seeds) or not prompts:
+        raise ValueError(f"give one prompt per seed, at least one; got {len(prompts)} prompts and {len(seeds)} seeds")
+    schedule = pipeline_schedule(pipe, sampler, steps)
+    indices = chosen_steps(len(schedule.steps), first, last, at)
+    denoiser = Denoiser.from_pipeline(pipe, prompts, len(prompts), guidance, schedule.prediction_type)
+    noise = torch.cat([seeded_noise(pipe, seed) for seed in seeds])
+    trajectory = sample_trajectory(denoiser, schedule, noise, until=max(indices) + 1, progress=progress)
+    labels = [{"prompt": prompt, "seed": seed} for prompt, seed in zip(prompts, seeds)]
+    rows = probe_steps(denoiser, trajectory, indices, full=full, iterations=iterations, tol=tol, progress=progress,
+                       labels=labels)
+    for row in rows:
+        row.update(sampler=schedule.name, steps=len(schedule.steps), guidance=guidance, tol=tol,
+                   max_iterations=iterations)
+    return rows
+
+
+def fold_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Lines under the table: the folded steps, the matrix-free estimates left unconverged, and how far the
+    matrix-free smallest singular values lie from the full Jacobians' where both were computed."""
+    folded = sorted({r["step"] for r in rows if r["verdict"] == "fold"})
+    lines = [f"folds (margin < {FOLD_MARGIN:g} or an eigenvalue with negative real part) at step"
+             f"{'s' if len(folded) != 1 else ''} {', '.join(map(str, folded))}" if folded else
+             f"no fold (every margin >= {FOLD_MARGIN:g}, no eigenvalue with negative real part found)"]
+    open_rows = [r for r in rows if not r["converged"]]
+    if open_rows:
+        lines.append(f"{len(open_rows)} of {len(rows)} estimates did not converge (residual > tol "
+                     f"{rows[0].get('tol', TOL):g} after {max(r['iterations'] for r in open_rows)} iterations): "
+                     "each is an upper bound on the smallest singular value, marked '?'")
+    compared = [r for r in rows if r.get("relative_difference") is not None]
+    if compared:
+        worst = max(compared, key=lambda r: abs(r["relative_difference"]))
+        lines.append(f"matrix-free vs full Jacobian: largest relative difference {100 * abs(worst['relative_difference']):.2f}% "
+                     f"over {len(compared)} (step {worst['step']}, seed {worst['seed']})")
+    return lines
+
+
+def format_fold_table(rows: list[dict[str, Any]]) -> str:
+    """`diffinv probe`'s table: one line per (step, trajectory), the prompts above it, the summary under it."""
+    full = any("negative_eigenvalues" in r for r in rows)
+    prompts = dict.fromkeys((r["seed"], r["prompt"]) for r in rows)
+    lines = [f"seed {seed}: {prompt!r}" for seed, prompt in prompts] + [""]
+    lines.append(f"{'step':>4}{'t':>6}{'sigma from -> to':>19}{'floor':>7}{'seed':>6}{'min sv':>10}{'margin':>9}"
+                 + (f"{'full sv':>10}{'neg eig':>8}" if full else "") + f"{'iters':>6}  verdict")
+    for r in rows:
+        margin = "-" if r["margin"] is None else f"{r['margin']:.3f}"
+        line = (f"{r['step']:>4}{r['timestep']:>6g}{r['sigma_from']:>10.3f} -> {r['sigma_to']:.3f}{r['floor']:>7.3f}"
+                f"{r['seed']:>6}{r['min_singular']:>10.4g}{margin:>9}")
+        if full:
+            line += (f"{r['full_min_singular']:>10.4g}{r['negative_eigenvalues']:>8}" if "negative_eigenvalues" in r
+                     else f"{'-':>10}{'-':>8}")
+        lines.append(line + f"{r['iterations']:>6}  {r['verdict']}")
+    return "\n".join(lines + [""] + fold_summary(rows))
+
+
+def plot_margins(rows: list[dict[str, Any]], path, title: str = "") -> None:
+    """Each trajectory's margin (smallest singular value over the floor) along the steps, on a log axis: the
+    ideal denoiser's floor at 1, the fold threshold dashed, folded steps marked with a red cross, estimates that
+    did not converge hollow. A step to sigma 0 has no floor and no point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for seed in dict.fromkeys(r["seed"] for r in rows):
+        mine = [r for r in rows if r["seed"] == seed and r["margin"] is not None]
+        if not mine:
+            continue
+        line, = ax.plot([r["step"] for r in mine], [r["margin"] for r in mine], marker="o", label=f"seed {seed}")
+        hollow = [r for r in mine if not r["converged"]]
+        ax.scatter([r["step"] for r in hollow], [r["margin"] for r in hollow], s=60, facecolors="white",
+                   edgecolors=line.get_color(), zorder=3)
+    folds = [r for r in rows if r["verdict"] == "fold" and r["margin"] is not None]
+    if folds:
+        ax.scatter([r["step"] for r in folds], [r["margin"] for r in folds], marker="x", color="red", s=80, zorder=4,
+                   label="fold")
+    ax.axhline(1.0, color="black", linewidth=1, label="floor (ideal denoiser: margin >= 1)")
+    ax.axhline(FOLD_MARGIN, color="red", linewidth=1, linestyle="--", label=f"fold threshold {FOLD_MARGIN:g}")
+    ax.set_yscale("log")
+    for step in sorted({r["step"] for r in rows if r["margin"] is None}):
+        ax.annotate("floor 0:\nno margin", (step, 0.62), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
+    steps = sorted({(r["step"], r["timestep"]) for r in rows})
+    shown = steps[::max(1, math.ceil(len(steps) / 12))]  # at most 12 labels
+    ax.set_xticks([s for s, _ in shown])
+    ax.set_xticklabels([f"{s}\nt={t:g}" for s, t in shown], fontsize=8)
+    ax.set_xlabel("sampling step (t: the timestep the network sees)")
+    ax.set_ylabel("margin: smallest singular value / floor")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

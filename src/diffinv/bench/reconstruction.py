@@ -26,7 +26,7 @@ from diffinv.models.autoencoder import Autoencoder
 from diffinv.models.denoiser import Denoiser, network_of
 from diffinv.pipeline import pipeline_schedule
 from diffinv.sampler.sampling import sample
-from diffinv.sampler.schedule import check_scheduler_name
+from diffinv.sampler.schedule import check_sampler_name
 from diffinv.utils.metrics import psnr, ssim
 
 #: The methods the benchmark runs by default, those of them that are registered.
@@ -96,7 +96,7 @@ def run_reconstruction_benchmark(
     pipe,
     images: Sequence[BenchImage],
     methods: Sequence[str] | None = None,
-    scheduler: str | None = None,
+    sampler: str | None = None,
     steps: int = 50,
     guidance: float = 1.0,
     prompt: str | None = "",
@@ -107,21 +107,21 @@ def run_reconstruction_benchmark(
 ) -> list[dict[str, Any]]:
     """Invert and regenerate every image with every method spec (`bench.methods.resolve_method`); one flat row per (image, method).
 
-    Rows: method (the spec), model, scheduler, steps, guidance, dtype, prompt, decoder, image, set, psnr,
+    Rows: method (the spec), model, sampler, steps, guidance, dtype, prompt, decoder, image, set, psnr,
     ssim, lpips, nfe, seconds (inversion only, fastest of `repeats`), peak_memory_bytes, converged,
     error, image_mean / recon_mean (mean pixel in [0, 1]: a black reconstruction shows as ~0).
     `prompt=None` inverts and regenerates each image with its own prompt (generated images; "" for others).
     """
-    check_scheduler_name(scheduler)
+    check_sampler_name(sampler)
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     specs = list(methods) if methods else default_methods()
     parsed = [(spec, resolve_method(spec)) for spec in specs]
-    schedule = pipeline_schedule(pipe, scheduler, steps)
+    schedule = pipeline_schedule(pipe, sampler, steps)
     autoencoder = Autoencoder.from_pipeline(pipe)
     device = network_of(pipe).device
     base = {
-        "model": model_name, "scheduler": schedule.name, "steps": steps, "guidance": float(guidance),
+        "model": model_name, "sampler": schedule.name, "steps": steps, "guidance": float(guidance),
         "dtype": _dtype_name(pipe), "decoder": "encoder",
     }
     rows: list[dict[str, Any]] = []
@@ -190,7 +190,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def report(rows: Sequence[dict[str, Any]], lpips_note: str, per_image: bool = False) -> str:
     """The text the CLI prints: the per-set means (and every row with `per_image`), the LPIPS status, failures."""
     first = rows[0] if rows else {}
-    title = (f"reconstruction: {first.get('model')}, {first.get('scheduler')} {first.get('steps')} steps, "
+    title = (f"reconstruction: {first.get('model')}, {first.get('sampler')} {first.get('steps')} steps, "
              f"guidance {first.get('guidance')}, prompts {sorted({row.get('prompt') for row in rows})!r}")
     tables = [format_table(summarize(rows), SUMMARY_COLUMNS, title)]
     if per_image:

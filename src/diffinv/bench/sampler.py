@@ -26,12 +26,12 @@ from diffinv.sampler.sampling import sample
 from diffinv.utils.metrics import nmse
 
 DEFAULT_METHODS = ("naive", "fixed-point", "exact", "exact-gd", "exact-aa")
-DEFAULT_SCHEDULERS = (("ddim", 50), ("dpm++2m", 10))
+DEFAULT_SAMPLERS = (("ddim", 50), ("dpm++2m", 10))
 DEFAULT_GUIDANCES = (1.0, 3.0, 7.5)
 DEFAULT_PROMPT = "a red circle on a blue background"
 COLUMNS: list[Column] = [
     ("method", "method", ""),
-    ("scheduler", "sampler", ""),
+    ("sampler", "sampler", ""),
     ("steps", "steps", ""),
     ("guidance", "w", "g"),
     ("source", "from", ""),
@@ -76,7 +76,7 @@ def _summary(results: list[InversionResult | None], noises: list[torch.Tensor], 
 def run_sampler_benchmark(
     pipe,
     n: int = 4,
-    schedulers: Sequence[tuple[str, int]] = DEFAULT_SCHEDULERS,
+    samplers: Sequence[tuple[str, int]] = DEFAULT_SAMPLERS,
     guidances: Sequence[float] = DEFAULT_GUIDANCES,
     methods: Sequence[str] = DEFAULT_METHODS,
     prompt: str | Sequence[str] = DEFAULT_PROMPT,
@@ -95,7 +95,7 @@ def run_sampler_benchmark(
     resolved = {label: resolve_method(label, tol) for label in methods}
     sources = ["latent", "image"] if image else ["latent"]
     rows: list[dict[str, Any]] = []
-    jobs = [(name, steps, guidance) for name, steps in schedulers for guidance in guidances]
+    jobs = [(name, steps, guidance) for name, steps in samplers for guidance in guidances]
     bar = tqdm(total=len(jobs) * len(methods) * len(sources), desc="sampler inversion", disable=not progress)
     for name, steps, guidance in jobs:
         schedule = pipeline_schedule(pipe, name, steps)
@@ -123,7 +123,7 @@ def run_sampler_benchmark(
                         result.converged = result.converged and stage.converged
                     results.append(result)
                 rows.append({
-                    "method": label, "decoder": decoder if source == "image" else None, "scheduler": name,
+                    "method": label, "decoder": decoder if source == "image" else None, "sampler": name,
                     "steps": steps, "guidance": float(guidance), "dtype": str(denoisers[0].dtype).removeprefix("torch."),
                     "image": source == "image", "source": source, "n": n, "prompts": chosen,
                     "options": method.label().partition(":")[2],

@@ -68,7 +68,7 @@ class WatermarkSet:
     prompts: list[str]
 
 
-def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str | None, steps: int, guidance: float, seed: int = 0,
+def make_images(pipe, n: int, prompts: Sequence[str], sampler: str | None, steps: int, guidance: float, seed: int = 0,
                 radius: int | None = None) -> WatermarkSet:
     """N clean images and N images for each of 3 keys (prompts cycled, keys of `radius`, None: the scaled
     Tree-Ring default), from seeded noise."""
@@ -80,7 +80,7 @@ def make_images(pipe, n: int, prompts: Sequence[str], scheduler: str | None, ste
         noise = seeded_noise(pipe, seed + 100 + label, n)
         if label >= 0:
             noise = embed(noise, keys[label])
-        batches.append(generate(pipe, chosen, noise=noise, scheduler=scheduler, steps=steps, guidance=guidance).image)
+        batches.append(generate(pipe, chosen, noise=noise, sampler=sampler, steps=steps, guidance=guidance).image)
         labels += [label] * n
     return WatermarkSet(torch.cat(batches), torch.tensor(labels), keys, chosen * 4)
 
@@ -91,7 +91,7 @@ def run_watermark_benchmark(
     pipelines: Sequence[str] = DEFAULT_PIPELINES,
     attacks: Sequence[str] = DEFAULT_ATTACKS,
     prompts: Sequence[str] = DEFAULT_PROMPTS,
-    scheduler: str | None = None,
+    sampler: str | None = None,
     steps: int = 50,
     generation_guidance: float = 7.5,
     inversion_guidance: float = 1.0,
@@ -111,7 +111,7 @@ def run_watermark_benchmark(
     parsed = [parse_pipeline(spec) for spec in pipelines]
     for attack in attacks:
         check_attack(attack)
-    data = make_images(pipe, n, prompts, scheduler, steps, generation_guidance, seed, radius)
+    data = make_images(pipe, n, prompts, sampler, steps, generation_guidance, seed, radius)
     inversion_prompt = data.prompts if known_prompt else ""
     if known_prompt:
         inversion_guidance = generation_guidance
@@ -122,7 +122,7 @@ def run_watermark_benchmark(
         attacked = torch.stack([pil_to_tensor(apply_attack(image, attack, seed=seed + index % n))
                                 for index, image in enumerate(tensor_to_pil(data.images))])
         for spec, (decoder, method) in zip(pipelines, parsed):
-            result = invert(pipe, attacked, prompt=inversion_prompt, scheduler=scheduler, steps=steps,
+            result = invert(pipe, attacked, prompt=inversion_prompt, sampler=sampler, steps=steps,
                             guidance=inversion_guidance, method=method, decoder=decoder)
             noise = result.noise.cpu()
             clean, first = data.key_index == -1, data.key_index == 0
@@ -131,7 +131,7 @@ def run_watermark_benchmark(
             predicted = classify(noise[marked], data.keys, score)
             correct = int((predicted == data.key_index[marked]).sum())
             rows.append({
-                "attack": attack, "pipeline": spec, "decoder": decoder.name, "decoder_config": decoder.as_dict(), "method": method.name, "method_config": method.as_dict(), "scheduler": result.scheduler,
+                "attack": attack, "pipeline": spec, "decoder": decoder.name, "decoder_config": decoder.as_dict(), "method": method.name, "method_config": method.as_dict(), "sampler": result.sampler,
                 "steps": steps, "guidance": inversion_guidance, "generation_guidance": generation_guidance, "known_prompt": known_prompt, "n": n,
                 "score": score, "radius": data.keys[0].radius, "default_radius": default_radius(data.keys[0].mask.shape[-2]),
                 "auc": auc(scores[first].tolist(), scores[clean].tolist()),

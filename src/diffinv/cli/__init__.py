@@ -1,5 +1,5 @@
 """Surfaces: the `diffinv` command line (Typer). `common` holds the apps and shared helpers; `commands`,
-`edit`, `watermark` and `bench` register their subcommands on import. May import every layer below.
+`edit`, `watermark`, `probe` and `bench` register their subcommands on import. May import every layer below.
 
 The command modules import torch, diffusers and the rest of diffinv inside each command, so that
 `diffinv --help`, `--version` and argument errors answer without loading them.
@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from diffinv.cli import bench, commands, edit, watermark  # noqa: F401  (registers the subcommands)
+from diffinv.cli import bench, commands, edit, probe, watermark  # noqa: F401  (registers the subcommands)
 from diffinv.cli.common import app
 
 #: What the entry point sets before any library is imported: no loader chatter on the terminal.

@@ -12,7 +12,7 @@ from diffinv.cli.common import (
     SEED_BOUNDS,
     JsonOutput,
     MODEL_HELP,
-    SCHEDULER_HELP,
+    SAMPLER_HELP,
     bench_app,
     emit_rows,
     finite_numbers,
@@ -24,13 +24,13 @@ from diffinv.cli.common import (
 from diffinv.utils.specs import split_specs
 
 
-def sampler_grid(schedulers: str, guidances: str, n: int) -> tuple[list[tuple[str, int]], list[float]]:
-    """--schedulers NAME:STEPS,... and --guidances W,... parsed and checked, with --n at least 1."""
-    from diffinv.sampler.schedule import parse_schedulers
+def sampler_grid(samplers: str, guidances: str, n: int) -> tuple[list[tuple[str, int]], list[float]]:
+    """--samplers NAME:STEPS,... and --guidances W,... parsed and checked, with --n at least 1."""
+    from diffinv.sampler.schedule import parse_samplers
 
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
-    return parse_schedulers(schedulers), finite_numbers(guidances)
+    return parse_samplers(samplers), finite_numbers(guidances)
 
 
 @bench_app.command("watermark")
@@ -41,7 +41,7 @@ def bench_watermark(
     pipelines: str = typer.Option(",".join(("encoder+naive", "gradient+naive", "gradient-free+naive", "gradient-free+exact")),
                                   help="comma-separated DECODER+METHOD inversion pipelines, method options after a colon (gradient-free+exact:anderson=3)"),
     attacks: str = typer.Option("clean,jpeg,rotation,crop,blur,noise,brightness", help="comma-separated attacks (name or name:strength)"),
-    scheduler: Optional[str] = typer.Option(None, help="sampler used to generate and to invert; " + SCHEDULER_HELP),
+    sampler: Optional[str] = typer.Option(None, help="sampler used to generate and to invert; " + SAMPLER_HELP),
     steps: int = typer.Option(50, help="sampler steps"),
     generation_guidance: float = typer.Option(7.5, help="guidance when generating"),
     inversion_guidance: float = typer.Option(1.0, help="guidance when inverting (Tree-Ring: 1, empty prompt)"),
@@ -66,7 +66,7 @@ def bench_watermark(
         pipe = load(model, device=device)
         rows = run_watermark_benchmark(
             pipe, n=n, pipelines=pipeline_list, attacks=split_list(attacks),
-            scheduler=scheduler, steps=steps, generation_guidance=generation_guidance,
+            sampler=sampler, steps=steps, generation_guidance=generation_guidance,
             inversion_guidance=inversion_guidance, known_prompt=known_prompt, seed=seed, score=score, radius=radius,
         )
         emit_rows(format_watermark_tables(rows), rows, json_path, model)
@@ -84,7 +84,7 @@ def bench_reconstruction(
         None, help="comma-separated method specs, e.g. naive,easyinv:eta=0.8,order=code,renoise (default: every registered "
         "one of naive, easyinv, fixed-point, renoise, exact)"
     ),
-    scheduler: Optional[str] = typer.Option(None, help="sampler to invert and regenerate with; " + SCHEDULER_HELP),
+    sampler: Optional[str] = typer.Option(None, help="sampler to invert and regenerate with; " + SAMPLER_HELP),
     steps: int = typer.Option(50, help="sampler steps"),
     guidance: float = typer.Option(1.0, help="guidance when inverting and regenerating"),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt when inverting and regenerating"),
@@ -106,9 +106,9 @@ def bench_reconstruction(
         )
         from diffinv.models.loading import load, parse_dtype
         from diffinv.pipeline import default_image_side
-        from diffinv.sampler.schedule import check_scheduler_name
+        from diffinv.sampler.schedule import check_sampler_name
 
-        check_scheduler_name(scheduler)
+        check_sampler_name(sampler)
         specs = split_specs(methods) if methods else None
         for spec in specs or []:
             resolve_method(spec)
@@ -126,9 +126,9 @@ def bench_reconstruction(
                 size = default_image_side(pipe)
                 bench_images = image_sources(images, size) if images else []
                 if generated > 0:
-                    bench_images += generated_images(pipe, generated, scheduler=scheduler, steps=steps)
+                    bench_images += generated_images(pipe, generated, sampler=sampler, steps=steps)
             rows += run_reconstruction_benchmark(
-                pipe, bench_images, specs, scheduler=scheduler, steps=steps, guidance=guidance,
+                pipe, bench_images, specs, sampler=sampler, steps=steps, guidance=guidance,
                 prompt=None if image_prompts else prompt,
                 repeats=repeats, model_name=model, lpips_metric=lpips_metric,
             )
@@ -141,7 +141,7 @@ def bench_sampler_inversion(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     n: int = typer.Option(4, "--n", help="latents (seeds SEED..SEED+N-1) per sampler and guidance"),
-    schedulers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
+    samplers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
     guidances: str = typer.Option("1,3,7.5", help="comma-separated guidance scales"),
     methods: str = typer.Option("naive,fixed-point,exact,exact-gd,exact-aa",
                                 help="comma-separated: naive, fixed-point, exact, exact-gd, exact-aa, or any registered method"),
@@ -161,7 +161,7 @@ def bench_sampler_inversion(
         from diffinv.decoder import check_decoder_name
         from diffinv.models.loading import load
 
-        scheduler_list, guidance_list = sampler_grid(schedulers, guidances, n)
+        sampler_list, guidance_list = sampler_grid(samplers, guidances, n)
         method_list = split_specs(methods)
         for label in method_list:
             resolve_method(label, tol)
@@ -169,7 +169,7 @@ def bench_sampler_inversion(
             check_decoder_name(decoder)
         pipe = load(model, dtype=dtype, device=device)
         rows = run_sampler_benchmark(
-            pipe, n=n, schedulers=scheduler_list, guidances=guidance_list, methods=method_list,
+            pipe, n=n, samplers=sampler_list, guidances=guidance_list, methods=method_list,
             prompt=split_list(prompt, "|") or [""], seed=seed, tol=tol, image=image, decoder=decoder,
         )
         emit_rows(format_rows(rows), rows, json_path, model)
@@ -215,7 +215,7 @@ def bench_editing(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     n: int = typer.Option(8, "--n", help="generated images per (edit, sampler, guidance)"),
-    schedulers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
+    samplers: str = typer.Option("ddim:50,dpm++2m:10", help="comma-separated NAME:STEPS"),
     guidances: str = typer.Option("3,7.5", help="comma-separated guidance scales"),
     methods: str = typer.Option("true-noise,naive,exact-aa,easyinv,renoise,fixed-point",
                                 help="comma-separated inversion methods (bench sampler-inversion's labels; "
@@ -236,11 +236,11 @@ def bench_editing(
         from diffinv.decoder import DECODERS
         from diffinv.models.loading import load
 
-        scheduler_list, guidance_list = sampler_grid(schedulers, guidances, n)
+        sampler_list, guidance_list = sampler_grid(samplers, guidances, n)
         mode_list = [check_mode_spec(spec) for spec in split_specs(modes)]
         DECODERS.resolve(decoder)
         pipe = load(model, device=device)
-        rows = run_editing_benchmark(pipe, n=n, schedulers=scheduler_list, guidances=guidance_list,
+        rows = run_editing_benchmark(pipe, n=n, samplers=sampler_list, guidances=guidance_list,
                                      methods=split_specs(methods), modes=mode_list, edits=split_list(edits),
                                      photos=split_list(photos), decoder=decoder, saved=saved, tol=tol, seed=seed)
         emit_rows(format_rows(rows), rows, json_path, model)

@@ -12,7 +12,7 @@ from diffinv.cli.common import (
     SEED_BOUNDS,
     DTYPE_HELP,
     MODEL_HELP,
-    SCHEDULER_HELP,
+    SAMPLER_HELP,
     DecoderOptions,
     MethodOptions,
     app,
@@ -34,7 +34,7 @@ def generate(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     seed: int = typer.Option(0, help="seed of the initial noise (same noise as diffusers' Generator().manual_seed)", **SEED_BOUNDS),
-    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
+    sampler: Optional[str] = typer.Option(None, help=SAMPLER_HELP),
     steps: int = typer.Option(50, help="number of sampling steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
@@ -48,15 +48,15 @@ def generate(
         from diffinv.models.denoiser import check_guidance
         from diffinv.models.loading import load
         from diffinv.pipeline import generate as run_generate
-        from diffinv.sampler.schedule import check_scheduler_name
+        from diffinv.sampler.schedule import check_sampler_name
         from diffinv.utils.outputs import check_writable, save_tensor, staged_folder, write_json
 
         check_writable(out)
-        check_scheduler_name(scheduler)
+        check_sampler_name(sampler)
         check_guidance(guidance)
         pipe = load(model, dtype=dtype, device=device)
         result = run_generate(
-            pipe, prompt, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance,
+            pipe, prompt, seed=seed, sampler=sampler, steps=steps, guidance=guidance,
             negative_prompt=negative_prompt, batch_size=num_images, height=height, width=width, progress=True,
         )
         report = {"model": model, "dtype": dtype, **result.report}
@@ -78,7 +78,7 @@ def invert(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt used for inversion (empty for real images)"),
     negative_prompt: Optional[str] = typer.Option(None, help="negative prompt"),
-    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
+    sampler: Optional[str] = typer.Option(None, help=SAMPLER_HELP),
     steps: int = typer.Option(50, help="number of sampler steps to invert"),
     guidance: float = typer.Option(
         1.0, help="classifier-free guidance scale (1 = none, right for real images; invert a generated image with "
@@ -114,15 +114,15 @@ def invert(
                 raise ValueError("--like repeats a run with its own method options; leave out --method-option and --decoder-option")
             repeated = settings_of_report(like)
             model, dtype, prompt, negative_prompt = repeated["model"], repeated["dtype"], repeated["prompt"], repeated["negative_prompt"]
-            scheduler, steps, guidance = repeated["scheduler"], repeated["steps"], repeated["guidance"]
+            sampler, steps, guidance = repeated["sampler"], repeated["steps"], repeated["guidance"]
             method, decoder = repeated["method"], repeated["decoder"]
-        check_names(scheduler, method, decoder, guidance, method_options)
+        check_names(sampler, method, decoder, guidance, method_options)
         if bool(images) == (latent is not None):
             raise ValueError("give image files or --latent, not both and not neither")
         if images and is_dataset(images):
             if reference is not None:
                 raise ValueError("--reference compares one generated image; it does not apply to a dataset")
-            settings = dict(model=model, dtype=dtype, prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler,
+            settings = dict(model=model, dtype=dtype, prompt=prompt, negative_prompt=negative_prompt, sampler=sampler,
                             steps=steps, guidance=guidance, method=method, decoder=decoder,
                             method_options=method_options, decoder_options=decoder_options)
             invert_folder(images, out, settings, batch_size, resize, overwrite, device=device)
@@ -133,7 +133,7 @@ def invert(
             true_latent = load_tensor(reference / "latent.safetensors", "latent")
         pipe = load(model, dtype=dtype, device=device)
         kwargs: dict[str, Any] = dict(
-            prompt=prompt, negative_prompt=negative_prompt, scheduler=scheduler, steps=steps, guidance=guidance,
+            prompt=prompt, negative_prompt=negative_prompt, sampler=sampler, steps=steps, guidance=guidance,
             method=method, decoder=decoder, method_options=method_options, decoder_options=decoder_options, progress=True,
         )
         if images:
@@ -179,14 +179,14 @@ def settings_of_report(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"--like {path}: no such file") from None
     except (OSError, ValueError) as error:
         raise ValueError(f"--like {path}: not a readable report.json ({error.__class__.__name__})") from None
-    needed = ("model", "dtype", "scheduler", "steps", "guidance", "method_config")
+    needed = ("model", "dtype", "sampler", "steps", "guidance", "method_config")
     missing = [key for key in needed if key not in report]
     if missing:
         raise ValueError(f"--like {path}: not a diffinv invert report (no {', '.join(missing)})")
     decoder = report.get("decoder_config") or report.get("decoder") or "encoder"
     return {
         "model": report["model"], "dtype": report["dtype"], "prompt": report.get("prompt", ""),
-        "negative_prompt": report.get("negative_prompt"), "scheduler": report["scheduler"], "steps": int(report["steps"]),
+        "negative_prompt": report.get("negative_prompt"), "sampler": report["sampler"], "steps": int(report["steps"]),
         "guidance": float(report["guidance"]), "method": METHODS.from_dict(report["method_config"]),
         "decoder": DECODERS.from_dict(decoder) if isinstance(decoder, dict) else decoder,
     }

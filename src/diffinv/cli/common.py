@@ -65,9 +65,9 @@ JsonOutput = Annotated[Optional[Path], typer.Option("--json", help='write {"rows
 #: Bounds for every --seed option: the seeds torch's generator takes.
 SEED_BOUNDS = {"min": SEED_RANGE[0], "max": SEED_RANGE[1]}
 
-from diffinv.sampler.registry import scheduler_help  # noqa: E402  (the registered names; imports neither torch nor diffusers)
+from diffinv.sampler.registry import sampler_help  # noqa: E402  (the registered names; imports neither torch nor diffusers)
 
-SCHEDULER_HELP = scheduler_help()
+SAMPLER_HELP = sampler_help()
 DTYPE_HELP = "float32, bfloat16 or float16: the dtype the model's weights run in (latents and solver state stay float32)"
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the first GPU when there is one, else the CPU)"
 
@@ -148,16 +148,16 @@ def save_images(folder: Path, images, stem: str) -> None:
         image.save(folder / name)
 
 
-def check_names(scheduler: str, method, decoder, guidance: float = 1.0,
+def check_names(sampler: str, method, decoder, guidance: float = 1.0,
                 method_options: dict[str, Any] | None = None) -> None:
-    """Refuse unknown scheduler, method or decoder names, bad method options and an unusable guidance before
+    """Refuse unknown sampler, method or decoder names, bad method options and an unusable guidance before
     any model is loaded."""
     from diffinv.decoder import DECODERS
     from diffinv.inversion import METHODS
     from diffinv.models.denoiser import check_guidance
-    from diffinv.sampler.schedule import check_scheduler_name
+    from diffinv.sampler.schedule import check_sampler_name
 
-    check_scheduler_name(scheduler)
+    check_sampler_name(sampler)
     METHODS.resolve(method, method_options)
     DECODERS.resolve(decoder)
     check_guidance(guidance)

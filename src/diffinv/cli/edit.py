@@ -11,7 +11,7 @@ from diffinv.cli.common import (
     DEVICE_HELP,
     DTYPE_HELP,
     MODEL_HELP,
-    SCHEDULER_HELP,
+    SAMPLER_HELP,
     DecoderOptions,
     MethodOptions,
     app,
@@ -34,7 +34,7 @@ def edit(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     mode: str = typer.Option("prompt-to-prompt", help="prompt-to-prompt or diffedit"),
     mask: Optional[Path] = typer.Option(None, help="mask image, any size (white = region to edit); default: DiffEdit's estimate"),
-    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
+    sampler: Optional[str] = typer.Option(None, help=SAMPLER_HELP),
     steps: int = typer.Option(50, help="number of sampler steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale (1 = none)"),
     method: str = typer.Option("exact", help="sampler inversion method"),
@@ -59,13 +59,13 @@ def edit(
             raise ValueError("the target prompt is empty: say what the edited image should show")
         options = {name: parse_options(items, f" of --{name.replace('_', '-')}") for name, items in
                    (("method_option", method_option), ("decoder_option", decoder_option), ("mode_option", mode_option))}
-        check_names(scheduler, method, decoder, guidance, options["method_option"])
+        check_names(sampler, method, decoder, guidance, options["method_option"])
         mode_config = EDIT_MODES.resolve(mode, options["mode_option"])  # bad modes and options refused before loading
         user_mask = load_mask(mask) if mask is not None else None
         pipe = load(model, dtype=dtype, device=device)
         images = read_images(pipe, [image], resize)
         result = run_edit(pipe, images, source_prompt, target_prompt, method=method, decoder=decoder, mode=mode_config,
-                          mask=user_mask, scheduler=scheduler, steps=steps, guidance=guidance,
+                          mask=user_mask, sampler=sampler, steps=steps, guidance=guidance,
                           method_options=options["method_option"], decoder_options=options["decoder_option"],
                           progress=True)
         report = {"model": model, "dtype": dtype, "image": str(image), "source_prompt": source_prompt,

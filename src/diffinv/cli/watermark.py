@@ -12,7 +12,7 @@ from diffinv.cli.common import (
     DEVICE_HELP,
     SEED_BOUNDS,
     MODEL_HELP,
-    SCHEDULER_HELP,
+    SAMPLER_HELP,
     DecoderOptions,
     MethodOptions,
     check_names,
@@ -38,7 +38,7 @@ def watermark_embed(
     channel: int = typer.Option(-1, help="latent channel that carries a new key (Tree-Ring: the last)"),
     radius: Optional[int] = typer.Option(None, help="radius of a new key in the latent's Fourier plane (default: a quarter of the latent's side, which detects best; the paper's: 10 at 64x64)"),
     pattern: str = typer.Option("ring", help="ring, rand or zeros"),
-    scheduler: Optional[str] = typer.Option(None, help=SCHEDULER_HELP),
+    sampler: Optional[str] = typer.Option(None, help=SAMPLER_HELP),
     steps: int = typer.Option(50, help="number of sampling steps"),
     guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
 ) -> None:
@@ -47,15 +47,15 @@ def watermark_embed(
         from diffinv.applications.watermark import WatermarkKey, generate_watermarked, make_key
         from diffinv.models.loading import load
         from diffinv.pipeline import latent_shape
-        from diffinv.sampler.schedule import check_scheduler_name
+        from diffinv.sampler.schedule import check_sampler_name
         from diffinv.utils.outputs import check_writable, save_tensor, staged_folder, write_json
 
         check_writable(out)
-        check_scheduler_name(scheduler)
+        check_sampler_name(sampler)
         pipe = load(model, device=device)
         shape = latent_shape(pipe, 1)[1:]
         the_key = WatermarkKey.load(key) if key else make_key(shape, channel, radius, pattern, key_seed)
-        result = generate_watermarked(pipe, prompt, the_key, seed=seed, scheduler=scheduler, steps=steps, guidance=guidance, progress=True)
+        result = generate_watermarked(pipe, prompt, the_key, seed=seed, sampler=sampler, steps=steps, guidance=guidance, progress=True)
         report = {"model": model, **result.report, "key": {"channel": the_key.channel, "radius": the_key.radius, "pattern": the_key.kind, "seed": the_key.seed}}
         with staged_folder(out) as folder:
             save_images(folder, result.images, "image")
@@ -73,7 +73,7 @@ def watermark_detect(
     model: str = typer.Option("tiny", "--model", "-m", help=MODEL_HELP),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     prompt: str = typer.Option("", "--prompt", "-p", help="prompt for inversion (Tree-Ring: empty)"),
-    scheduler: Optional[str] = typer.Option(None, help="sampler to invert; " + SCHEDULER_HELP),
+    sampler: Optional[str] = typer.Option(None, help="sampler to invert; " + SAMPLER_HELP),
     steps: int = typer.Option(50, help="number of steps to invert"),
     guidance: float = typer.Option(1.0, help="guidance used for inversion (Tree-Ring: 1)"),
     method: str = typer.Option("naive", help="sampler inversion method"),
@@ -102,7 +102,7 @@ def watermark_detect(
         from diffinv.utils.images import pil_to_tensor, tensor_to_pil
         from diffinv.utils.outputs import check_writable
 
-        check_names(scheduler, method, decoder, guidance, parse_options(method_option))
+        check_names(sampler, method, decoder, guidance, parse_options(method_option))
         check_attack(attack)
         check_score(score)
         keys = [WatermarkKey.load(path) for path in key]
@@ -115,7 +115,7 @@ def watermark_detect(
                 raise ValueError("--attack applies to image files; attack a dataset's images when you make it")
             check_writable(out)
             detect_dataset(images, out, keys, threshold, score, batch_size, resize, overwrite, dict(
-                model=model, dtype="float32", prompt=prompt, scheduler=scheduler, steps=steps, guidance=guidance,
+                model=model, dtype="float32", prompt=prompt, sampler=sampler, steps=steps, guidance=guidance,
                 method=method, decoder=decoder, method_options=parse_options(method_option),
                 decoder_options=parse_options(decoder_option)))
             return
@@ -124,7 +124,7 @@ def watermark_detect(
         the_key.check_fits(latent_shape(pipe, 1)[1:], str(key[0]))
         attacked = [pil_to_tensor(apply_attack(image, attack, seed=index))
                     for index, image in enumerate(tensor_to_pil(read_images(pipe, images, resize)))]
-        found = detect(pipe, torch.stack(attacked), the_key, prompt=prompt, scheduler=scheduler, steps=steps,
+        found = detect(pipe, torch.stack(attacked), the_key, prompt=prompt, sampler=sampler, steps=steps,
                        guidance=guidance, method=method, decoder=decoder, method_options=parse_options(method_option),
                        decoder_options=parse_options(decoder_option), progress=True)
         rows = [{"image": str(path), "attack": attack, **row} for path, row in zip(images, found.report(threshold))]

@@ -33,7 +33,7 @@ it tracks (||D(z) - x||, and ||T(z)|| for the gradient-free rules) more than 10%
 value is divergent too (a step too large for the decoder's cocoercivity often oscillates with a
 bounded residual rather than blowing up). By default (`on_divergence="raise"`)
 `DecoderInversionDiverged` is raised, carrying the flagged result in `.result`; with
-`on_divergence="warn"` the result is returned with ``converged=False``, ``diverged=True`` and a
+`on_divergence="report"` the result is returned with ``converged=False``, ``diverged=True`` and a
 `reason`, and a `RuntimeWarning` is issued. A diverged latent is never returned as a good one.
 """
 
@@ -51,13 +51,14 @@ from tqdm.auto import tqdm
 from diffinv.decoder.cocoercivity import residual_operator
 from diffinv.decoder.gradient import gradient_direction
 from diffinv.decoder.gradient_free import gradient_free_direction, step_condition
-from diffinv.decoder.iteration import AdamUpdate, ForwardStepUpdate, InertialKMUpdate, Stepper, Trace, iterate, squared_norm
+from diffinv.decoder.iteration import AdamUpdate, ForwardStepUpdate, InertialKMUpdate, Stepper, Trace, fit_latent, squared_norm
 from diffinv.decoder.methods import DECODERS, DecoderMethod
 from diffinv.decoder.options import cosine_warmup_lr
 from diffinv.decoder.result import DecoderInversion, DecoderInversionDiverged
 from diffinv.decoder.target import ImageTarget, clipped_fraction
 from diffinv.models.autoencoder import Autoencoder
 from diffinv.utils.measure import measure
+from diffinv.utils.status import OnDivergence, check_on_divergence
 
 
 def _ended_worse(residuals: list[float], latent_residuals: list[float], margin: float = 1.1) -> bool:
@@ -77,7 +78,7 @@ def _as_batch(image: torch.Tensor) -> torch.Tensor:
 
 
 def invert_decoder(autoencoder: Autoencoder, image: torch.Tensor, method: str | DecoderMethod = "encoder", *,
-                   progress: bool = False, **options: Any) -> DecoderInversion:
+                   progress: bool = False, on_divergence: OnDivergence = "raise", **options: Any) -> DecoderInversion:
     """Recover z_0 from images [B, 3, H, W] in [-1, 1] with `method` (see the module docstring): a configuration
     (`GradientFree(iterations=50)`) or a name, `options` overriding its fields (`diffinv.decoder.methods`);
     `progress` shows a bar over the iterations. `clipped` (default True: what an image file holds) fits
@@ -85,10 +86,12 @@ def invert_decoder(autoencoder: Autoencoder, image: torch.Tensor, method: str | 
     [-1, 1] is refused with it on). `rounded` (default False) lets a pixel lie anywhere within half an
     8-bit step of its value (the image must then be on the 8-bit grid). The latent comes back in the
     autoencoder's dtype, on its device; `seconds` covers every step of the stage, input checks included.
+    `on_divergence`: raise `DecoderInversionDiverged`, or report (warn and return the flagged result).
     """
+    check_on_divergence(on_divergence)
     config = DECODERS.resolve(method, options)
     method = config.name
-    opts = {**config.resolved(autoencoder.dtype), "progress": progress, "config": config}
+    opts = {**config.resolved(autoencoder.dtype), "progress": progress, "config": config, "on_divergence": on_divergence}
     image = _as_batch(image)
     frames = image.shape[0]
     size = int(opts["chunk_size"] or frames)
@@ -125,7 +128,7 @@ def _run_chunk(
             encoded = work.encode(x)
             start = encoded.float()
         stepper = AdamUpdate(start, _lr_rule(opts, freeze=False), opts["beta1"], opts["beta2"], opts["eps"])
-        trace = iterate(stepper, gradient_direction(work, target), int(opts["iterations"]), track_cocoercivity=None,
+        trace = fit_latent(stepper, gradient_direction(work, target), int(opts["iterations"]), track_cocoercivity=None,
                         divergence_factor=opts["divergence_factor"], tol=opts["tol"], image_numel=x.numel(), bar=bar)
         return trace, encoded
     with torch.inference_mode():
@@ -139,7 +142,7 @@ def _run_chunk(
             stepper = InertialKMUpdate(start, 2 * float(opts["lam"]) * float(opts["beta"]), float(opts["alpha"]))
         else:
             stepper = AdamUpdate(start, _lr_rule(opts, freeze=True), opts["beta1"], opts["beta2"], opts["eps"])
-        trace = iterate(stepper, gradient_free_direction(work, target, encoded), int(opts["iterations"]),
+        trace = fit_latent(stepper, gradient_free_direction(work, target, encoded), int(opts["iterations"]),
                         track_cocoercivity=encoded, divergence_factor=opts["divergence_factor"], tol=opts["tol"],
                         image_numel=x.numel(), bar=bar)
         return trace, encoded
@@ -227,7 +230,7 @@ def _finish(
         reason="; ".join(reasons) if reasons else None,
         dtype=str(work.dtype).removeprefix("torch."),
         frames=sum(c.shape[0] for c in chunks),
-        options={k: v for k, v in opts.items() if k not in ("progress", "config")},
+        options={k: v for k, v in opts.items() if k not in ("progress", "config", "on_divergence")},
         method_config=opts["config"].as_dict(),
         condition=condition,
         cocoercivity_min=beta_observed,

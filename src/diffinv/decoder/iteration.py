@@ -1,7 +1,7 @@
 """The one iteration loop every iterative decoder inversion runs, and the update rules it steps with.
 
 A `Stepper` holds the iterate: `point()` is where the direction is evaluated (with inertia for
-inertial KM), `step()` moves on (forward step, or Adam's moments). `iterate` evaluates the direction,
+inertial KM), `step()` moves on (forward step, or Adam's moments). `fit_latent` evaluates the direction,
 records residuals, tracks cocoercivity ratios and stops on divergence or tolerance.
 """
 
@@ -86,7 +86,7 @@ class Trace:
     ratio_min: torch.Tensor | None = None  # per frame
 
 
-def iterate(
+def fit_latent(
     stepper: Stepper,
     direction: Direction,
     iterations: int,

@@ -25,8 +25,6 @@ class DecoderMethod(Config):
     rounded: bool = bounded(False, help="the image was rounded to 8 bits: a pixel fits within half a step of its value")
     chunk_size: int | None = bounded(None, min=1, help="frames inverted at once (None: all); memory, not results")
     divergence_factor: float = bounded(10.0, above=1.0, help="a residual or latent this many times its start diverged")
-    on_divergence: Literal["raise", "warn"] = bounded("raise", help="raise DecoderInversionDiverged, or warn and "
-                                                                    "return the flagged result")
     tol: float | None = bounded(None, above=0.0, help="stop a chunk once its RMS residual is at most this")
 
     def resolved(self, dtype: torch.dtype) -> dict[str, Any]:

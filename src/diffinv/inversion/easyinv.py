@@ -38,7 +38,7 @@ PRESETS: dict[str, tuple[float, tuple[float, float]]] = {
 
 
 class EasyInvStep:
-    """`StepSolver` of EasyInv: naive inverse steps, the latents inside the window blended with their predecessor.
+    """`InverseStep` of EasyInv: naive inverse steps, the latents inside the window blended with their predecessor.
 
     Built by the `diffinv.inversion.methods.EasyInv` configuration, which checks the values."""
 

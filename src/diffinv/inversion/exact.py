@@ -1,15 +1,15 @@
 """Exact inversion of DPM-Solvers (Hong, Lee, Jeon, Bae, Chun, CVPR 2024), and fixed-point inversion.
 
-Sampling step k maps the noisier latent x_s to x_t = Phi(x_s), Phi being `solvers.update` with the
+Sampling step k maps the noisier latent x_s to x_t = Phi(x_s), Phi being `update.update` with the
 (guided) network evaluated at x_s. Inverting the step means solving Phi(x_s) = x_t for x_s, which
 naive inversion only approximates (it evaluates the network at x_t). Here each inverse step is
 warm-started from the naive estimate and solved iteratively with the loop of
-`diffinv.inversion.implicit`:
+`diffinv.inversion.iteration`:
 
-- ``solver="forward-step"`` (the paper's default): x_s <- x_s - rho (Phi(x_s) - x_t), rho warming up
+- ``iteration="forward-step"`` (the paper's default): x_s <- x_s - rho (Phi(x_s) - x_t), rho warming up
   over 20 iterations and halved when the residual plateaus; robust to large guidance because a
   rho below 1 damps what plain fixed-point iteration amplifies;
-- ``solver="gradient"``: gradient descent on ||Phi(x_s) - x_t||^2 / 2 (autograd through the UNet);
+- ``iteration="gradient"``: gradient descent on ||Phi(x_s) - x_t||^2 / 2 (autograd through the UNet);
 - method ``"fixed-point"`` (Pan et al.): the forward step with rho = 1 / (coefficient of x_s in Phi),
   which is exactly x_s <- naive step evaluated at x_s; it diverges when guidance makes the network's
   Jacobian large.
@@ -40,48 +40,51 @@ misses its tolerance marks the result `converged=False`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from diffinv.inversion.driver import Regeneration, StepOutcome, run_inversion
-from diffinv.inversion.implicit import Iteration, StepSize, iterate
+from diffinv.inversion.iteration import Iteration, StepSize, solve_iteratively
 from diffinv.inversion.levenberg import dense, levenberg_marquardt, matrix_free
 from diffinv.inversion.naive import explicit_step, inverse_step
-from diffinv.inversion.step_problem import StepProblem, point_at
+from diffinv.inversion.step_problem import StepProblem, level_at
 from diffinv.inversion.sweeps import combine_sweeps, regeneration_errors, replay
 from diffinv.models.denoiser import Denoiser
-from diffinv.models.prediction import Point
+from diffinv.models.prediction import NoiseLevel, Prediction
 from diffinv.sampler.schedule import Schedule, Step
-from diffinv.sampler.solvers import Record, evaluate, update
+from diffinv.sampler.update import Record, evaluate, update
 
 #: Relative per-step tolerance that matches the paper's absolute threshold on SD latents (see module doc).
 PAPER_TOL = 2.5e-4
 
 class ImplicitInversion:
-    """`StepSolver` that solves each inverse step's implicit equation (see the module docstring).
+    """`InverseStep` that solves each inverse step's implicit equation (see the module docstring).
 
     Needs `prepare` (the driver calls it) to know the sampling schedule. `log` holds, per inverse step,
     the order, evaluations, network calls, final residual and why the iteration stopped.
     """
 
     def __init__(
-        self, solver: str = "forward-step", fixed_point: bool = False, fine_steps: int = 10, sweeps: int = 1,
+        self, iteration: str = "forward-step", fixed_point: bool = False, fine_steps: int = 10, sweeps: int | None = 1,
         refine: str | None = None, refine_iter: int = 10, refine_inner: int = 50, regeneration_tol: float | None = 1e-2,
-        **loop: Any
+        warm_start: str = "naive", multistep_terms: str = "fine-naive", **loop: Any
     ) -> None:
-        """`loop` holds the keyword arguments of `implicit.iterate` (max_iter, tol, step_size, anderson,
+        """`loop` holds the keyword arguments of `iteration.solve_iteratively` (max_iter, tol, step_size, anderson,
         average, stall); with `fixed_point` the step size is replaced by 1 / (coefficient of x_s).
         `refine="lm"` hands a step that missed its tolerance to Levenberg-Marquardt (`levenberg.py`),
         matrix-free; `refine="lm-dense"` to Levenberg-Marquardt on full Jacobians. On a multistep sampler a
         noise that regenerates z_0 only to a relative error above `regeneration_tol` is reported unconverged."""
         self.regeneration_tol = None if regeneration_tol is None else float(regeneration_tol)
-        self.solver = solver
+        self.iteration = iteration
         self.refine, self.refine_iter, self.refine_inner = refine, int(refine_iter), int(refine_inner)
         self.fixed_point = fixed_point
+        self.warm_start = warm_start
+        self.multistep_terms = multistep_terms
         self.loop = loop
         self.fine_steps = int(fine_steps)
-        self.sweeps = int(sweeps)
+        self.sweeps = sweeps
         self.schedule: Schedule | None = None
         self.log: list[dict[str, Any]] = []
         #: sampling step index -> (solved latent at its start, data prediction there), filled as steps are solved.
@@ -100,6 +103,8 @@ class ImplicitInversion:
         self.regeneration: list[torch.Tensor] = []
         self.records: dict[int, Record] = {}
         self.estimates: list[torch.Tensor] | None = None
+        #: (noise level, noise prediction, data prediction) at the latents solved so far in this pass, most recent first.
+        self.trail: list[tuple[NoiseLevel, torch.Tensor, torch.Tensor]] = []
 
     def prepare(self, denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor) -> None:
         """Remember the sampling schedule; with `sweeps` > 1 and a multistep sampler, run the sweeps (whole
@@ -112,12 +117,13 @@ class ImplicitInversion:
         preimage than the first one's."""
         self.schedule = schedule
         self.reset()
-        if self.sweeps <= 1 or all(not step.history for step in schedule.steps):
-            return
         stepper_memory = any(step.stepper is not None and step.history for step in schedule.steps)
+        count = self.sweeps if self.sweeps is not None else (3 if stepper_memory else 1)
+        if count <= 1 or all(not step.history for step in schedule.steps):
+            return
         sweeps: list[list[StepOutcome]] = []
-        for sweep in range(1, self.sweeps + 1):
-            self.sweep, self.solved, self.outcomes = sweep, {}, []
+        for sweep in range(1, count + 1):
+            self.sweep, self.solved, self.outcomes, self.trail = sweep, {}, [], []
             if self.estimates is not None:
                 self.records = replay(denoiser, schedule, self.estimates)
             noise = run_inversion(denoiser, schedule, latent, self.solve_step, f"exact (sweep {sweep})").noise
@@ -148,7 +154,7 @@ class ImplicitInversion:
         return Regeneration(error=float(errors.max()), allowed=self.regeneration_tol)
 
     def __call__(
-        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
+        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[NoiseLevel, torch.Tensor]], position: int
     ) -> StepOutcome:
         """The driver's pass: the best sweep's step when `prepare` ran sweeps, else the step solved now."""
         if self.replay is not None:
@@ -156,7 +162,7 @@ class ImplicitInversion:
         return self.solve_step(denoiser, x, step, history, position)
 
     def solve_step(
-        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[Point, torch.Tensor]], position: int
+        self, denoiser: Denoiser, x: torch.Tensor, step: Step, history: list[tuple[NoiseLevel, torch.Tensor]], position: int
     ) -> StepOutcome:
         """Solve one inverse step; in a later sweep with the previous sweep's latents and data predictions."""
         if self.schedule is None:
@@ -165,10 +171,23 @@ class ImplicitInversion:
         forward = self.schedule.steps[step.index]
         if forward.stepper is not None:
             return self.solve_stepper_step(denoiser, x, step, history, position, forward)
-        if self.previous is None:
-            start, warm = explicit_step(denoiser, x, step, history)
+        if self.previous is None and forward.order > 1 and self.multistep_terms == "extrapolate" and self.trail:
+            # The earlier steps' data predictions extrapolated from the steps solved so far (no network call).
+            earlier = tuple((point, self.extrapolated(2, point)) for point in forward.history)
+            problem = StepProblem(denoiser, forward, x, history=earlier)
+            start = self.extrapolated_start(problem) if self.warm_start != "naive" else None
+            if start is None:
+                start, _ = explicit_step(denoiser, x, step, history)
+            kept = None
+        elif self.previous is None:
             correction = self.correction(denoiser, x, forward) if forward.order > 1 else None
-            problem, kept = StepProblem(denoiser, forward, x, correction), warm.data
+            problem = StepProblem(denoiser, forward, x, correction)
+            start = self.extrapolated_start(problem) if self.warm_start != "naive" else None
+            if start is None:
+                start, warm = explicit_step(denoiser, x, step, history)
+                kept = warm.data
+            else:
+                kept = None
         else:
             # A later sweep: warm start and earlier steps' data predictions from the previous sweep.
             start = self.previous[forward.index][0]
@@ -176,10 +195,13 @@ class ImplicitInversion:
             problem, kept = StepProblem(denoiser, forward, x, history=earlier), None
         result = self.solve(problem, start)
         self.solved[forward.index] = (result.latent, result.extra)
+        if forward.start.sigma > 0 and isinstance(result.extra, torch.Tensor):
+            noise = (result.latent - forward.start.alpha * result.extra) / forward.start.sigma
+            self.trail = [(forward.start, noise, result.extra)] + self.trail[:1]
         self.log.append({
             "sweep": self.sweep or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
             "evaluations": result.evaluations, "nfe": denoiser.nfe - nfe_before, "residual": result.residual,
-            "stop": result.stop, "converged": result.converged,
+            "stop": result.stop, "converged": result.converged, "estimated": result.estimated,
         })
         outcome = StepOutcome(
             latent=result.latent, data_prediction=result.extra if kept is None else kept, residual=result.residual,
@@ -207,12 +229,41 @@ class ImplicitInversion:
         self.log.append({
             "sweep": self.sweep or 1, "position": position, "timestep": forward.timestep, "order": forward.order,
             "evaluations": result.evaluations, "nfe": denoiser.nfe - nfe_before, "residual": result.residual,
-            "stop": result.stop, "converged": result.converged,
+            "stop": result.stop, "converged": result.converged, "estimated": result.estimated,
         })
         outcome = StepOutcome(latent=result.latent, data_prediction=record.data, residual=result.residual,
                               converged=result.converged, record=record)
         self.outcomes.append(outcome)
         return outcome
+
+    def extrapolated_start(self, problem: StepProblem) -> torch.Tensor | None:
+        """A warm start at no network call: the step's equation solved with the noise prediction guessed from
+        the steps solved before it (`warm_start="previous"`: the last one's; `"extrapolate"`: linear in log-SNR
+        through the last two). None where there is nothing to extrapolate from, or alpha is 0 at the start."""
+        start = problem.forward.start
+        if not self.trail or start.alpha == 0.0 or problem.forward.stepper is not None:
+            return None
+        guess = self.extrapolated(1, start) if self.warm_start == "extrapolate" else self.trail[0][1]
+
+        def image(z: torch.Tensor) -> torch.Tensor:
+            prediction = Prediction((z - start.sigma * guess) / start.alpha, guess)
+            out = update(prediction, start, problem.forward.end, problem.history)
+            return out if problem.correction is None else out + problem.correction
+
+        offset = image(torch.zeros_like(problem.target))
+        return (problem.target - offset) / (image(torch.ones_like(offset)) - offset)
+
+    def extrapolated(self, which: int, level: NoiseLevel) -> torch.Tensor:
+        """The noise (`which` 1) or data (2) prediction at `level`, linear in log-SNR through the last two solved
+        steps' (the last one's alone when there is one, or the levels do not allow it)."""
+        (near, *values) = self.trail[0]
+        value = values[which - 1]
+        if len(self.trail) > 1:
+            far, *others = self.trail[1]
+            span = near.log_snr - far.log_snr
+            if math.isfinite(span) and math.isfinite(level.log_snr) and span != 0.0:
+                value = value + (level.log_snr - near.log_snr) / span * (value - others[which - 1])
+        return value
 
     def estimated_records(self, denoiser: Denoiser, x: torch.Tensor, forward: Step) -> tuple[Record, ...]:
         """The records `forward` reads of the earlier steps, at fine-naive estimates of their latents: from x_t,
@@ -240,17 +291,17 @@ class ImplicitInversion:
         loop = dict(self.loop)
         if self.fixed_point:
             loop["step_size"] = StepSize.constant(1.0 / problem.linear_coefficient())
-        evaluate = problem.gradient if self.solver == "gradient" else problem.forward_step
-        result = iterate(evaluate, start, **loop)
+        evaluate = problem.gradient if self.iteration == "gradient" else problem.forward_step
+        result = solve_iteratively(evaluate, start, **loop)
         if result.converged or self.refine is None:
             return result
         return self.refined(problem, result, start)
 
     def refined(self, problem: StepProblem, first: Iteration, start: torch.Tensor) -> Iteration:
         """Levenberg-Marquardt from the step's warm start; keeps whichever of its result and the first
-        solver's best iterate has the lower residual.
+        iteration's best iterate has the lower residual.
 
-        Not from the first solver's iterate: on a folded step the forward step drifts along the directions
+        Not from the first iteration's iterate: on a folded step the forward step drifts along the directions
         with negative eigenvalues, lowering the residual while leaving the basin of the true solution (on
         the first bundled model, DDIM-50 at 7.5, dense LM reached 3.3e-6 from the naive start and stalled at 1.4e-4
         from the forward step's best iterate)."""
@@ -287,7 +338,7 @@ class ImplicitInversion:
         return update(first, forward.start, forward.end, history) - update(first, forward.start, forward.end)
 
     def fine_naive(
-        self, denoiser: Denoiser, y: torch.Tensor, low: Point, low_timestep: int | None, high: Point, high_timestep: int
+        self, denoiser: Denoiser, y: torch.Tensor, low: NoiseLevel, low_timestep: int | None, high: NoiseLevel, high_timestep: int
     ) -> torch.Tensor:
         """Naive first-order inversion of y from level `low` to `high` in `fine_steps` sub-steps (one if
         `low` has no timestep, i.e. it is the clean end of the schedule)."""
@@ -298,7 +349,7 @@ class ImplicitInversion:
                 point, timestep = high, float(high_timestep)
             else:
                 fraction = j / count
-                point = point_at(low.log_snr + fraction * (high.log_snr - low.log_snr))
+                point = level_at(low.log_snr + fraction * (high.log_snr - low.log_snr))
                 timestep = low_timestep + fraction * (high_timestep - low_timestep)
             y, _ = explicit_step(denoiser, y, Step(-1, timestep, previous, point, 1), [])
             previous = point

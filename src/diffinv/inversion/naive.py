@@ -17,7 +17,7 @@ from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import Prediction, predict
 from diffinv.sampler.sampling import run_step
 from diffinv.sampler.schedule import Step
-from diffinv.sampler.solvers import Record, update
+from diffinv.sampler.update import Record, update
 
 
 class EvaluatedAt:
@@ -71,6 +71,6 @@ def explicit_step(
 def naive_step(
     denoiser: Denoiser, x: torch.Tensor, step: Step, history: list, position: int
 ) -> StepOutcome:
-    """`StepSolver` of naive inversion (no residual: measuring it would cost another network call)."""
+    """`InverseStep` of naive inversion (no residual: measuring it would cost another network call)."""
     latent, prediction, record = inverse_step(denoiser, x, step, history)
     return StepOutcome(latent=latent, data_prediction=prediction.data, record=record)

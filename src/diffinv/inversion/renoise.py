@@ -16,7 +16,7 @@ of the first 5 estimates (their ``max_num_renoise_steps_first_step`` and ``avera
 [start, stop] (estimates start..stop-1, 0-based, in the order they were made); a choice that selects no
 estimate means the last estimate. `anderson=m` (off by default, not in the paper) mixes the renoising
 iterates with Anderson acceleration of window m; the loop is the shared
-`diffinv.inversion.implicit.fixed_point`; when its divergence guard stops the loop early (a non-finite
+`diffinv.inversion.iteration.fixed_point`; when its divergence guard stops the loop early (a non-finite
 residual or one far above the best), the step returns the last estimate, so a NaN there stops the run
 with `InversionDiverged` naming the step.
 
@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from diffinv.inversion.driver import StepOutcome
-from diffinv.inversion.implicit import fixed_point
+from diffinv.inversion.iteration import fixed_point
 from diffinv.inversion.naive import inverse_step
 from diffinv.models.denoiser import Denoiser
 from diffinv.models.prediction import predict
 from diffinv.sampler.schedule import Schedule, Step
-from diffinv.sampler.solvers import update
+from diffinv.sampler.update import update
 
 def selection(value: int | tuple[int, ...]) -> slice:
     """An `average` option (checked by the `ReNoise` configuration) as a slice over the estimates: a count n
@@ -55,7 +55,7 @@ def mean(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 class ReNoiseStep:
-    """`StepSolver` of ReNoise: K renoising iterations of the explicit step, then the mean of chosen estimates.
+    """`InverseStep` of ReNoise: K renoising iterations of the explicit step, then the mean of chosen estimates.
 
     Built by the `diffinv.inversion.methods.ReNoise` configuration, which checks the values."""
 

@@ -23,7 +23,7 @@ class InversionResult:
     noise: torch.Tensor
     latent: torch.Tensor
     method: str
-    scheduler: str
+    sampler: str
     steps: int
     guidance: float
     nfe: int = 0
@@ -62,7 +62,7 @@ class InversionResult:
         """A flat JSON-ready summary: settings, cost, convergence and any measured metrics."""
         report: dict[str, Any] = {
             "method": self.method,
-            "scheduler": self.scheduler,
+            "sampler": self.sampler,
             "steps": self.steps,
             "guidance": self.guidance,
             "nfe": self.nfe,

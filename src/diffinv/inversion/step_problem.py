@@ -1,6 +1,6 @@
 """One inverse step as an equation: Phi(z) = x_t, Phi being the sampling step with the network at z.
 
-Shared by the exact (forward-step, gradient, Levenberg-Marquardt) and fixed-point solvers of
+Shared by the exact (forward-step, gradient, Levenberg-Marquardt) and fixed-point iterations of
 `diffinv.inversion.exact`, and by the training probe that reads a step's full Jacobian.
 """
 
@@ -15,12 +15,12 @@ import torch
 from torch.autograd import forward_ad
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from diffinv.inversion.implicit import Evaluation, per_latent_norm
+from diffinv.inversion.iteration import Evaluation, per_latent_norm
 from diffinv.models.denoiser import Denoiser
-from diffinv.models.prediction import Point, Prediction, predict
+from diffinv.models.prediction import NoiseLevel, Prediction, predict
 from diffinv.sampler.sampling import run_step
 from diffinv.sampler.schedule import Step
-from diffinv.sampler.solvers import Record, update
+from diffinv.sampler.update import Record, update
 
 
 @contextmanager
@@ -36,9 +36,9 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def point_at(log_snr: float) -> Point:
+def level_at(log_snr: float) -> NoiseLevel:
     """The variance-preserving noise level with log(alpha / sigma) = `log_snr`."""
-    return Point(alpha=math.sqrt(1.0 / (1.0 + math.exp(-2.0 * log_snr))), sigma=math.sqrt(1.0 / (1.0 + math.exp(2.0 * log_snr))))
+    return NoiseLevel(alpha=math.sqrt(1.0 / (1.0 + math.exp(-2.0 * log_snr))), sigma=math.sqrt(1.0 / (1.0 + math.exp(2.0 * log_snr))))
 
 
 class _ZeroNetwork:
@@ -63,7 +63,7 @@ class StepProblem:
     forward: Step
     target: torch.Tensor
     correction: torch.Tensor | None = None
-    history: tuple[tuple[Point, torch.Tensor], ...] = ()
+    history: tuple[tuple[NoiseLevel, torch.Tensor], ...] = ()
     memory: tuple[Record, ...] = ()
 
     def phi(self, z: torch.Tensor) -> tuple[torch.Tensor, Prediction]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 
 from diffinv.inversion.driver import StepOutcome
-from diffinv.inversion.implicit import per_latent_norm
+from diffinv.inversion.iteration import per_latent_norm
 from diffinv.models.denoiser import Denoiser
 from diffinv.sampler.sampling import run_step, sample
 from diffinv.sampler.schedule import Schedule
-from diffinv.sampler.solvers import Record
+from diffinv.sampler.update import Record
 
 
 def regeneration_errors(denoiser: Denoiser, schedule: Schedule, latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from diffinv.models.device import check_finite
-from diffinv.models.prediction import Point, Prediction, predict
+from diffinv.models.prediction import NoiseLevel, Prediction, predict
 
 
 def network_of(pipe):
@@ -250,6 +250,6 @@ class Denoiser:
         )[0]
         return unpack(tokens, height, width)
 
-    def predict(self, x: torch.Tensor, timestep: int, point: Point) -> Prediction:
+    def predict(self, x: torch.Tensor, timestep: int, point: NoiseLevel) -> Prediction:
         """(x0, eps) of latent `x` at noise level `point`, the network seeing `timestep`."""
         return predict(self.output(x, timestep), x, point, self.prediction_type)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
-#: The dtypes whose overflow `check_finite` reports (float32 runs report through the solvers' own checks).
+#: The dtypes whose overflow `check_finite` reports (float32 runs report through the inversion's own checks).
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 

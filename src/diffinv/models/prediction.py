@@ -18,7 +18,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
 
 
 @dataclass(frozen=True)
-class Point:
+class NoiseLevel:
     """A noise level: x = alpha * x0 + sigma * eps; lambda = log(alpha / sigma) (inf at sigma 0, -inf at alpha 0)."""
 
     alpha: float
@@ -41,7 +41,7 @@ class Prediction:
     noise: torch.Tensor
 
 
-def predict(output: torch.Tensor, x: torch.Tensor, point: Point, prediction_type: str) -> Prediction:
+def predict(output: torch.Tensor, x: torch.Tensor, point: NoiseLevel, prediction_type: str) -> Prediction:
     """Turn a (guided) network output at latent `x` and noise level `point` into (x0, eps)."""
     alpha, sigma = point.alpha, point.sigma
     if prediction_type == "epsilon":

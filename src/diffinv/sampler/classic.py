@@ -1,6 +1,6 @@
 """The single-call samplers: DDIM, Euler, DPM-Solver++ 1/2/3M and flow Euler, registered in one module.
 
-Their step is `solvers.update`, x_end = alpha_end x0 + sigma_end eps + sum_j w_j x0_j, with the network called
+Their step is `update.update`, x_end = alpha_end x0 + sigma_end eps + sum_j w_j x0_j, with the network called
 once at the step's start: ``ddim`` (DDIM, eta 0), ``euler`` (diffusers' `EulerDiscreteScheduler`, SDXL's
 default: DDIM in the sigma parametrisation, on the Euler scheduler's own timesteps and sigmas, Karras sigmas
 included), ``dpm++1``/``dpm++2m``/``dpm++3m`` (DPM-Solver++ multistep, ``algorithm_type="dpmsolver++"``, the
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
 
-from diffinv.models.prediction import Point
+from diffinv.models.prediction import NoiseLevel
 from diffinv.sampler.registry import Sampler
 from diffinv.sampler.schedule import Step, alphas_cumprod_point, network_timestep, sigma_point
-from diffinv.sampler.solvers import multistep_order
+from diffinv.sampler.update import multistep_order
 
 
 def ddim_steps(scheduler: DDIMScheduler, num_steps: int) -> list[Step]:
@@ -74,7 +74,7 @@ def flow_steps(scheduler: FlowMatchEulerDiscreteScheduler, num_steps: int) -> li
     config = scheduler.config
     if config.get("stochastic_sampling", False) or config.get("invert_sigmas", False):
         raise ValueError("flow matching with stochastic sampling or inverted sigmas is not invertible; set both to False")
-    points = [Point(alpha=1.0 - float(sigma), sigma=float(sigma)) for sigma in scheduler.sigmas.double().numpy()]
+    points = [NoiseLevel(alpha=1.0 - float(sigma), sigma=float(sigma)) for sigma in scheduler.sigmas.double().numpy()]
     return [Step(index, network_timestep(t), points[index], points[index + 1], 1) for index, t in enumerate(scheduler.timesteps)]
 
 

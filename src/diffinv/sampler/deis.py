@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from diffusers import DEISMultistepScheduler
 
-from diffinv.models.prediction import Point
+from diffinv.models.prediction import NoiseLevel
 from diffinv.sampler.registry import Sampler
 from diffinv.sampler.schedule import Step, sigma_point
-from diffinv.sampler.solvers import Record, evaluate, multistep_order
+from diffinv.sampler.update import Record, evaluate, multistep_order
 
 
-def _rho(point: Point) -> float:
+def _rho(point: NoiseLevel) -> float:
     return point.sigma / point.alpha
 
 
@@ -36,7 +36,7 @@ def _third(t: float, b: float, c: float, d: float) -> float:
     return t * (lc * (ld - lt + 1.0) - ld * lt + ld + lt**2 - 2.0 * lt + 2.0) / ((lb - lc) * (lb - ld))
 
 
-def deis_weights(start: Point, end: Point, earlier: Sequence[Point]) -> list[float]:
+def deis_weights(start: NoiseLevel, end: NoiseLevel, earlier: Sequence[NoiseLevel]) -> list[float]:
     """Weights of [eps at start, eps at earlier levels...] (order = len(earlier) + 1) in x_t / alpha_t."""
     rt, r0 = _rho(end), _rho(start)
     if not earlier:

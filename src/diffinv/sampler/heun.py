@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from diffusers import FlowMatchHeunDiscreteScheduler, HeunDiscreteScheduler
 
-from diffinv.models.prediction import Point, Prediction
+from diffinv.models.prediction import NoiseLevel, Prediction
 from diffinv.sampler.registry import Sampler
 from diffinv.sampler.schedule import Step, network_timestep, sigma_point
-from diffinv.sampler.solvers import Record, evaluate
+from diffinv.sampler.update import Record, evaluate
 
 
 class Heun:
@@ -29,11 +29,11 @@ class Heun:
     def __init__(self, flow: bool) -> None:
         self.flow = flow
 
-    def scale(self, point: Point) -> float:
+    def scale(self, point: NoiseLevel) -> float:
         """z = scale * y."""
         return 1.0 if self.flow else point.alpha
 
-    def level(self, point: Point) -> float:
+    def level(self, point: NoiseLevel) -> float:
         """The integration variable s."""
         return point.sigma if self.flow else point.sigma / point.alpha
 
@@ -67,7 +67,7 @@ def _heun_steps(scheduler, flow: bool) -> list[Step]:
     timesteps = [network_timestep(t) for t in scheduler.timesteps]
     levels = [sigmas[0]] + sigmas[1:-1:2] + [sigmas[-1]]
     times = [timesteps[0]] + timesteps[1::2]
-    points = [Point(alpha=1.0 - s, sigma=s) if flow else sigma_point(s) for s in levels]
+    points = [NoiseLevel(alpha=1.0 - s, sigma=s) if flow else sigma_point(s) for s in levels]
     stepper = FLOW_HEUN if flow else HEUN
     count = len(times)
     return [Step(index, times[index], points[index], points[index + 1], 1, (),

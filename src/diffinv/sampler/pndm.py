@@ -17,16 +17,16 @@ from typing import Any
 import torch
 from diffusers import PNDMScheduler
 
-from diffinv.models.prediction import Point, predict
+from diffinv.models.prediction import NoiseLevel, predict
 from diffinv.sampler.registry import Sampler
 from diffinv.sampler.schedule import Step, alphas_cumprod_point
-from diffinv.sampler.solvers import Record, evaluate
+from diffinv.sampler.update import Record, evaluate
 
 #: Adams-Bashforth weights on [this output, previous, ...] by the number of outputs combined.
 WEIGHTS = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 
 
-def transfer(x: torch.Tensor, eps: torch.Tensor, start: Point, end: Point) -> torch.Tensor:
+def transfer(x: torch.Tensor, eps: torch.Tensor, start: NoiseLevel, end: NoiseLevel) -> torch.Tensor:
     """The DDIM transfer of `x` from `start` to `end` with noise `eps` (PNDM's formula (9), rewritten)."""
     return end.alpha * (x - start.sigma * eps) / start.alpha + end.sigma * eps
 
@@ -73,7 +73,7 @@ def pndm_steps(scheduler: PNDMScheduler, num_steps: int) -> list[Step]:
     final = float(scheduler.final_alpha_cumprod)
     stride = config.num_train_timesteps // num_steps
 
-    def level(timestep: int) -> Point:
+    def level(timestep: int) -> NoiseLevel:
         return alphas_cumprod_point(alphas_cumprod[timestep] if timestep >= 0 else final)
 
     timesteps = [int(t) for t in scheduler.timesteps]

@@ -89,7 +89,7 @@ def get_sampler(name: str) -> Sampler:
 
 
 def samplers() -> dict[str, Sampler]:
-    """Every registered sampler by name (imports all their modules)."""
+    """Every sampler diffinv can run and invert, by name: its registry entry (imports all their modules)."""
     return {name: get_sampler(name) for name in ENTRIES}
 
 
@@ -100,8 +100,8 @@ def sampler_names(flow: bool | None = None) -> tuple[str, ...]:
     return tuple(name for name in ENTRIES if get_sampler(name).flow == flow)
 
 
-def scheduler_help() -> str:
-    """The CLI's --scheduler help: the registered names and how the default is chosen."""
+def sampler_help() -> str:
+    """The CLI's --sampler help: the registered names and how the default is chosen."""
     return (f"{', '.join(ENTRIES)} (default: the model folder's own scheduler when diffinv has it, "
             "else flow-euler on flow-matching models and ddim on the others)")
 

@@ -1,6 +1,6 @@
 """Sampling: z_T -> z_0 by the schedule's steps, reproducing the diffusers pipelines.
 
-`sample` is a loop over the steps' steppers (`diffinv.sampler.solvers.SINGLE_CALL`, i.e. `update`, unless
+`sample` is a loop over the steps' steppers (`diffinv.sampler.update.SINGLE_CALL`, i.e. `update`, unless
 the sampler has its own); with the matching diffusers scheduler it gives
 `pipe(..., latents=noise, output_type="latent")` to float32 rounding.
 """
@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from diffinv.models.denoiser import Denoiser
-from diffinv.models.prediction import Point
+from diffinv.models.prediction import NoiseLevel
 from diffinv.sampler.schedule import Schedule, Step
-from diffinv.sampler.solvers import SINGLE_CALL, Record
+from diffinv.sampler.update import SINGLE_CALL, Record
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Trajectory:
         return self.latents[-1]
 
 
-def step_history(step: Step, data_predictions: list[torch.Tensor]) -> list[tuple[Point, torch.Tensor]]:
+def step_history(step: Step, data_predictions: list[torch.Tensor]) -> list[tuple[NoiseLevel, torch.Tensor]]:
     """(level, x0) pairs of the earlier steps that `step` reuses, from the x0's made so far (oldest first)."""
     return [(point, data_predictions[-back]) for back, point in enumerate(step.history, start=1)]
 

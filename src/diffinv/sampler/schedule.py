@@ -3,7 +3,7 @@
 A `Schedule` is the list of denoising steps a sampler takes: for each, the timestep the network sees,
 the (alpha, sigma) of the latent it starts from and of the latent it produces, the solver order, the
 levels of the earlier steps it reads, and how the step runs (`Step.stepper`; None is the shared
-single-call update `solvers.update`). Timesteps and sigmas come from diffusers' own schedulers
+single-call update `update.update`). Timesteps and sigmas come from diffusers' own schedulers
 (`set_timesteps`), so every spacing diffusers offers matches by construction.
 
 The samplers themselves are one module each, registered by one line in `diffinv.sampler.registry`: `classic` (ddim, euler, dpm++1/2m/3m, flow-euler), `pndm`, `unipc`, `heun`
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from diffinv.models.prediction import PREDICTION_TYPES, Point
+from diffinv.models.prediction import PREDICTION_TYPES, NoiseLevel
 from diffinv.sampler.registry import ENTRIES, STOCHASTIC, Sampler, get_sampler, sampler_names, samplers, stochastic_reason
 
 
@@ -32,15 +32,15 @@ class Step:
     `order` is the solver order used; `history` are the noise levels of the earlier steps whose records the
     step reads, most recent first (len(history) == order - 1 for the single-call update). `extra` holds
     sampler-specific constants (a second evaluation's timestep, a corrector's order); `stepper` runs the step
-    (None: `solvers.update` with the network called once at `start`).
+    (None: `update.update` with the network called once at `start`).
     """
 
     index: int
     timestep: int | float  # what the network sees (Euler's interpolated timesteps can be fractional)
-    start: Point
-    end: Point
+    start: NoiseLevel
+    end: NoiseLevel
     order: int
-    history: tuple[Point, ...] = ()
+    history: tuple[NoiseLevel, ...] = ()
     extra: tuple = ()
     stepper: Any = field(default=None, compare=False, repr=False)
 
@@ -66,15 +66,15 @@ class Schedule:
         return [step.timestep for step in self.steps]
 
 
-def alphas_cumprod_point(alpha_cumprod: float) -> Point:
+def alphas_cumprod_point(alpha_cumprod: float) -> NoiseLevel:
     """The level of a DDPM-style alphas_cumprod value: (sqrt(a), sqrt(1 - a))."""
-    return Point(alpha=math.sqrt(alpha_cumprod), sigma=math.sqrt(1.0 - alpha_cumprod))
+    return NoiseLevel(alpha=math.sqrt(alpha_cumprod), sigma=math.sqrt(1.0 - alpha_cumprod))
 
 
-def sigma_point(sigma: float) -> Point:
+def sigma_point(sigma: float) -> NoiseLevel:
     """The variance-preserving level of a sigma-parametrised one (x = z / alpha, sigma = sigma_vp / alpha)."""
     alpha = 1.0 / math.sqrt(sigma**2 + 1.0)
-    return Point(alpha=alpha, sigma=float(sigma) * alpha)
+    return NoiseLevel(alpha=alpha, sigma=float(sigma) * alpha)
 
 
 def network_timestep(value) -> int | float:
@@ -83,27 +83,27 @@ def network_timestep(value) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def check_scheduler_name(name: str | None) -> str | None:
+def check_sampler_name(name: str | None) -> str | None:
     """Return `name` if it is a registered sampler (None: the model's default), else raise a one-line ValueError
     (saying why for a stochastic sampler)."""
     if name is not None and name not in ENTRIES:
         reason = stochastic_reason(name)
         if reason is not None:
             raise ValueError(f"{reason}; choose one of {', '.join(ENTRIES)}")
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(ENTRIES)}")
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(ENTRIES)}")
     return name
 
 
-def parse_schedulers(text: str) -> list[tuple[str, int]]:
+def parse_samplers(text: str) -> list[tuple[str, int]]:
     """``"ddim:50,dpm++2m:10"`` -> [("ddim", 50), ("dpm++2m", 10)]."""
     pairs = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, steps = item.partition(":")
         if not sep or not steps.strip().isdigit():
-            raise ValueError(f"scheduler {item!r} is not NAME:STEPS (e.g. ddim:50)")
-        pairs.append((check_scheduler_name(name.strip()), int(steps)))
+            raise ValueError(f"sampler {item!r} is not NAME:STEPS (e.g. ddim:50)")
+        pairs.append((check_sampler_name(name.strip()), int(steps)))
     if not pairs:
-        raise ValueError("no scheduler given")
+        raise ValueError("no sampler given")
     return pairs
 
 
@@ -123,7 +123,7 @@ def folder_scheduler(config) -> tuple[str | None, str | None]:
     return None, class_name
 
 
-def default_scheduler(config) -> str:
+def default_sampler(config) -> str:
     """The sampler a model uses unless told otherwise: the folder's own scheduler when diffinv has it, else
     flow-euler on flow-matching models and ddim on the others."""
     own, _ = folder_scheduler(config)
@@ -137,9 +137,9 @@ def default_note(config) -> str | None:
     own, class_name = folder_scheduler(config)
     if class_name is None:
         return None
-    chosen = default_scheduler(config)
+    chosen = default_sampler(config)
     if own == chosen:
-        return f"scheduler {chosen}: the model folder's own ({class_name})"
+        return f"sampler {chosen}: the model folder's own ({class_name})"
     if class_name in STOCHASTIC:
         reason = stochastic_reason(class_name)
     elif "sde" in str(config.get("algorithm_type", "")):  # DPMSolverMultistepScheduler's SDE variants
@@ -147,23 +147,23 @@ def default_note(config) -> str | None:
     else:
         reason = None
     why = reason if reason is not None else f"diffinv does not have {class_name} with this config"
-    return f"scheduler {chosen}: the model folder names {class_name}, but {why}"
+    return f"sampler {chosen}: the model folder names {class_name}, but {why}"
 
 
-def resolve_scheduler(name: str | None, config) -> str:
+def resolve_sampler(name: str | None, config) -> str:
     """`name` (or the model's default when None), refused with a one-line error if the model cannot use it."""
-    name = check_scheduler_name(name) or default_scheduler(config)
+    name = check_sampler_name(name) or default_sampler(config)
     flow_model, flow_sampler = is_flow_config(config), get_sampler(name).flow
     if flow_model != flow_sampler:
         usable = sampler_names(flow=flow_model)
         kind = "a flow-matching" if flow_model else "a diffusion (noise-prediction)"
-        raise ValueError(f"scheduler {name!r} does not fit {kind} model; choose one of {', '.join(usable)}")
+        raise ValueError(f"sampler {name!r} does not fit {kind} model; choose one of {', '.join(usable)}")
     return name
 
 
 def diffusers_scheduler(name: str, config):
     """The diffusers scheduler a user would swap in for `name`, built from a pipeline's scheduler config."""
-    return get_sampler(check_scheduler_name(name)).scheduler(config)
+    return get_sampler(check_sampler_name(name)).scheduler(config)
 
 
 def dynamic_shift(config, image_seq_len: int) -> float:
@@ -196,7 +196,7 @@ def make_schedule(name: str | None, config, num_steps: int, image_seq_len: int |
     if num_steps < 1:
         raise ValueError(f"steps must be at least 1, got {num_steps}")
     note = default_note(config) if name is None else None
-    name = resolve_scheduler(name, config)
+    name = resolve_sampler(name, config)
     sampler: Sampler = get_sampler(name)
     scheduler = sampler.scheduler(config)
     if sampler.flow:
@@ -239,9 +239,9 @@ def reverse(schedule: Schedule) -> tuple[Step, ...]:
     return tuple(inverse)
 
 
-#: Sampler name -> its registry entry (every sampler diffinv can run and invert).
-SCHEDULERS: dict[str, Sampler] = samplers()
-#: The samplers of flow-matching models (velocity prediction on x = (1 - sigma) x0 + sigma eps).
-FLOW_SCHEDULERS = sampler_names(flow=True)
-#: The samplers of diffusion (variance-preserving) models.
-DIFFUSION_SCHEDULERS = sampler_names(flow=False)
+def __getattr__(name: str) -> Any:
+    """Built on first use, since building them imports every sampler module, which import this one: `FLOW_SAMPLERS`
+    (the names of the samplers of flow-matching models) and `DIFFUSION_SAMPLERS` (those of diffusion models)."""
+    if name in ("FLOW_SAMPLERS", "DIFFUSION_SAMPLERS"):
+        return sampler_names(flow=name == "FLOW_SAMPLERS")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

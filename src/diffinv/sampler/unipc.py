@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler
 
-from diffinv.models.prediction import Point
+from diffinv.models.prediction import NoiseLevel
 from diffinv.sampler.registry import Sampler
 from diffinv.sampler.schedule import Step, sigma_point
-from diffinv.sampler.solvers import Record, evaluate, update
+from diffinv.sampler.update import Record, evaluate, update
 
 
-def _coefficients(s0: Point, t: Point, earlier: Sequence[Point], order: int, bh2: bool):
+def _coefficients(s0: NoiseLevel, t: NoiseLevel, earlier: Sequence[NoiseLevel], order: int, bh2: bool):
     """(h phi_1, B(h), r_i, predictor rhos, corrector rhos) of a UniPC update from level s0 to t of `order`."""
     h = t.log_snr - s0.log_snr
     hh = -h
@@ -59,7 +59,7 @@ def _coefficients(s0: Point, t: Point, earlier: Sequence[Point], order: int, bh2
     return h_phi_1, b_h, rks[:-1], predictor, corrector
 
 
-def predictor_update(x: torch.Tensor, m0: torch.Tensor, s0: Point, t: Point, earlier: Sequence[tuple[Point, torch.Tensor]],
+def predictor_update(x: torch.Tensor, m0: torch.Tensor, s0: NoiseLevel, t: NoiseLevel, earlier: Sequence[tuple[NoiseLevel, torch.Tensor]],
                      order: int, bh2: bool) -> torch.Tensor:
     """UniP: x from level s0 to t with the prediction m0 at s0 and `earlier` (level, x0), most recent first."""
     h_phi_1, b_h, rks, rhos, _ = _coefficients(s0, t, [point for point, _ in earlier], order, bh2)
@@ -70,7 +70,7 @@ def predictor_update(x: torch.Tensor, m0: torch.Tensor, s0: Point, t: Point, ear
     return x_t - (t.alpha * b_h) * total
 
 
-def corrector_shift(m_t: torch.Tensor, m0: torch.Tensor, s0: Point, t: Point, earlier: Sequence[tuple[Point, torch.Tensor]],
+def corrector_shift(m_t: torch.Tensor, m0: torch.Tensor, s0: NoiseLevel, t: NoiseLevel, earlier: Sequence[tuple[NoiseLevel, torch.Tensor]],
                     order: int, bh2: bool) -> torch.Tensor:
     """UniC minus UniP from the same latent at s0 to t (both of `order`, as diffusers pairs them): what the
     corrector adds to the predicted latent at t, given the prediction m_t made there. The latent at s0

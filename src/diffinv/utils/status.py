@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
+
+#: What a stage does when it diverges: raise its error (carrying the flagged result), or return the result with
+#: status DIVERGED and a warning. One switch for every stage (`diffinv.invert(on_divergence=...)`).
+OnDivergence = Literal["raise", "report"]
+
+
+def check_on_divergence(value: str) -> str:
+    """`value` if it is a divergence policy, else a one-line ValueError."""
+    if value not in ("raise", "report"):
+        raise ValueError(f"on_divergence must be raise or report, got {value!r}")
+    return value
 
 
 class Status(str, Enum):

@@ -1,6 +1,6 @@
-"""Iterative solvers for one implicit equation, and the loop they share.
+"""The iteration loop that solves one implicit equation, shared by every iterative method.
 
-Every iterative inversion method here runs the same loop (`iterate`): from z_0, evaluate a direction
+Every iterative inversion method here runs the same loop (`solve_iteratively`): from z_0, evaluate a direction
 d(z_k) and a per-latent residual, stop when the residual is below a tolerance, else move to
 
     z_{k+1} = z_k - rho_k d(z_k)                       (plain)
@@ -14,8 +14,11 @@ What d is decides the method:
 
 The step size rho_k follows the schedule of Hong et al.'s code: a linear warm-up over the first
 iterations, then halving whenever the residual has not improved for `patience` iterations
-(`StepSize`). The loop always returns an iterate whose residual it measured (the best one unless the
-tolerance was met), so the reported residual is the true residual of what is returned.
+(`StepSize`). The loop returns an iterate whose residual it measured (the best one unless the tolerance was
+met), so the reported residual is the true residual of what is returned; except with `final_update`, where a
+latent whose last two residuals show a contraction that puts the next update within the tolerance gets that
+update, unevaluated, with its residual estimated (r_k^2 / r_{k-1}) and the result marked `estimated`: it
+saves the evaluation that would only confirm it.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class _StepSizeState:
 
 @dataclass
 class Iteration:
-    """What `iterate` did: the returned iterate, its residual, and the history of residuals.
+    """What `solve_iteratively` did: the returned iterate, its residual, and the history of residuals.
 
     `residuals[k]` is the largest per-latent residual at the k-th evaluated iterate; `stop` is why the
     loop ended: "tolerance", "plateau" (no progress for `stall` evaluations), "diverged", or "max_iter".
@@ -104,9 +107,11 @@ class Iteration:
     residuals: list[float] = field(default_factory=list)
     iterates: list[torch.Tensor] = field(default_factory=list)
     extra: Any = None
+    #: the returned residual is estimated (`final_update`) for at least one latent, not measured.
+    estimated: bool = False
 
 
-def iterate(
+def solve_iteratively(
     evaluate: Callable[[torch.Tensor], Evaluation],
     start: torch.Tensor,
     max_iter: int = 500,
@@ -119,6 +124,7 @@ def iterate(
     divergence: float = 1e4,
     restart: float = 2.0,
     keep_iterates: bool = False,
+    final_update: bool = False,
 ) -> Iteration:
     """Iterate z <- z - rho d(z) (optionally Anderson-mixed, or averaged over the last two updates).
 
@@ -130,7 +136,7 @@ def iterate(
     or after `max_iter` evaluations. Each latent's best iterate is returned. `average` replaces the update
     by the mean of the last two plain updates (Pan et al.'s empirical acceleration). Anderson is
     safeguarded: a latent whose residual exceeds `restart` times its best restarts the mixing, from its
-    best iterate with a plain step.
+    best iterate with a plain step. `final_update`: see the module docstring.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
@@ -148,6 +154,8 @@ def iterate(
     reason = ["max_iter"] * count
     done = torch.zeros(count, dtype=torch.bool)
     previous_update = None
+    last_residual = torch.full((count,), float("inf"), dtype=torch.float64)
+    estimated = torch.zeros(count, dtype=torch.bool)
     for k in range(max_iter):
         evaluation = evaluate(z)
         residual = evaluation.residual.detach().double().cpu().reshape(count)
@@ -168,6 +176,7 @@ def iterate(
             else:
                 best_extra = evaluation.extra
             best_residual = torch.where(improved, residual, best_residual)
+        finishing = torch.zeros(count, dtype=torch.bool)
         for row in range(count):
             if done[row]:
                 continue
@@ -175,17 +184,22 @@ def iterate(
                 reason[row] = "diverged"
             elif tol is not None and best_residual[row] <= tol:
                 reason[row] = "tolerance"
+            elif final_update and tol is not None and improved[row] and bool(torch.isfinite(last_residual[row])) \
+                    and residual[row] <= 0.5 * last_residual[row] \
+                    and residual[row] ** 2 / last_residual[row] <= tol:
+                reason[row], finishing[row] = "tolerance", True
             elif stall is not None and k - int(last_progress[row]) >= stall:
                 reason[row] = "plateau"
             else:
                 continue
             done[row] = True
-        if bool(done.all()) or k == max_iter - 1:
+        last_residual_before, last_residual = last_residual, torch.where(finite, residual, last_residual)
+        if not bool(finishing.any()) and (bool(done.all()) or k == max_iter - 1):
             break
         active = ~done
         rho = schedule.value(k)
         plain = z - rho * evaluation.direction
-        if schedule.observe(float(residual[active].max())) and mixer is not None:
+        if bool(active.any()) and schedule.observe(float(residual[active].max())) and mixer is not None:
             mixer.reset()  # the map changed with rho: old differences no longer describe it
         astray = active & (residual > restart * best_residual)
         if mixer is not None and bool(astray.any()):
@@ -198,6 +212,12 @@ def iterate(
         else:
             z = plain
         previous_update = plain
+        if bool(finishing.any()):  # one update past the last evaluated iterate, its residual estimated
+            best_latent[finishing.to(z.device)] = z[finishing.to(z.device)]
+            best_residual = torch.where(finishing, residual**2 / last_residual_before, best_residual)
+            estimated |= finishing
+        if bool(done.all()) or k == max_iter - 1:
+            break
         if bool(done.any()):
             z = torch.where(done.view(-1, *[1] * (z.ndim - 1)).to(z.device), best_latent, z)
     worst = int(best_residual.argmax())
@@ -206,6 +226,7 @@ def iterate(
     return Iteration(
         latent=best_latent, residual=residual, converged=converged, stop="tolerance" if converged else reason[worst],
         evaluations=len(residuals), residuals=residuals, iterates=iterates, extra=best_extra,
+        estimated=bool(estimated.any()),
     )
 
 
@@ -227,7 +248,7 @@ def fixed_point(
         difference = z - image
         return Evaluation(direction=difference, residual=per_latent_norm(difference) / per_latent_norm(z).clamp_min(1e-12), extra=image)
 
-    return iterate(evaluate, start, max_iter=iterations, tol=tol, anderson=anderson, average=average, keep_iterates=keep_iterates)
+    return solve_iteratively(evaluate, start, max_iter=iterations, tol=tol, anderson=anderson, average=average, keep_iterates=keep_iterates)
 
 
 def per_latent_norm(x: torch.Tensor) -> torch.Tensor:

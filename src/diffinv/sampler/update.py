@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import torch
 
-from diffinv.models.prediction import Point, Prediction, predict
+from diffinv.models.prediction import NoiseLevel, Prediction, predict
 
 
-def multistep_weights(start: Point, end: Point, history: Sequence[Point]) -> list[float]:
+def multistep_weights(start: NoiseLevel, end: NoiseLevel, history: Sequence[NoiseLevel]) -> list[float]:
     """Weights of the DPM-Solver++ correction on [x0_start, x0_history...] (order = len(history) + 1).
 
     Written for any direction in log-SNR, so the same weights serve the naive inverse.
@@ -54,9 +54,9 @@ def multistep_weights(start: Point, end: Point, history: Sequence[Point]) -> lis
 
 def update(
     prediction: Prediction,
-    start: Point,
-    end: Point,
-    history: Sequence[tuple[Point, torch.Tensor]] = (),
+    start: NoiseLevel,
+    end: NoiseLevel,
+    history: Sequence[tuple[NoiseLevel, torch.Tensor]] = (),
 ) -> torch.Tensor:
     """One solver step from noise level `start` to `end`; `history` holds (level, x0) of earlier steps."""
     x_end = end.alpha * prediction.data + end.sigma * prediction.noise
@@ -68,13 +68,13 @@ def update(
     return x_end
 
 
-def usable_history(start: Point, history: Sequence[tuple[Point, torch.Tensor]], order: int) -> list[tuple[Point, torch.Tensor]]:
+def usable_history(start: NoiseLevel, history: Sequence[tuple[NoiseLevel, torch.Tensor]], order: int) -> list[tuple[NoiseLevel, torch.Tensor]]:
     """At most order-1 earlier (level, x0) pairs whose log-SNR is finite and distinct from `start`'s.
 
     A level at sigma 0 (log-SNR infinite) carries no slope information, so the inverse direction,
     which starts there, falls back to a lower order exactly as the forward sampler does at its end.
     """
-    kept: list[tuple[Point, torch.Tensor]] = []
+    kept: list[tuple[NoiseLevel, torch.Tensor]] = []
     for point, data in history[: order - 1]:
         if not math.isfinite(point.log_snr) or point.log_snr == start.log_snr:
             break
@@ -90,7 +90,7 @@ class Record:
     `prediction` the (x0, eps) it means; `latent` is the latent a later corrector starts from (UniPC's
     corrected latent) and `order` the order the step used (UniPC's corrector reuses it)."""
 
-    point: Point
+    point: NoiseLevel
     output: torch.Tensor
     prediction: Prediction
     latent: torch.Tensor | None = None
@@ -118,7 +118,7 @@ class Stepper(Protocol):
     def step(self, denoiser: Any, x: torch.Tensor, step: Any, memory: Sequence[Record]) -> tuple[torch.Tensor, Record]: ...
 
 
-def evaluate(denoiser: Any, x: torch.Tensor, timestep: int | float, point: Point) -> Record:
+def evaluate(denoiser: Any, x: torch.Tensor, timestep: int | float, point: NoiseLevel) -> Record:
     """One network call at `x` (level `point`, the network seeing `timestep`) as a record."""
     output = denoiser.output(x, timestep)
     return Record(point, output, predict(output, x, point, denoiser.prediction_type))
@@ -136,7 +136,7 @@ class SingleCall:
 SINGLE_CALL = SingleCall()
 
 
-def usable_records(start: Point, records: Sequence[Record], limit: int = 3) -> list[Record]:
+def usable_records(start: NoiseLevel, records: Sequence[Record], limit: int = 3) -> list[Record]:
     """At most `limit` earlier records whose level has a finite log-SNR distinct from `start`'s (the same rule
     as `usable_history`: a record made at sigma 0 carries no slope, so the step falls back to a lower order)."""
     kept: list[Record] = []
