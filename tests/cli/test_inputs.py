@@ -15,26 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import entry_point, run
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 import diffinv
 from diffinv.applications.watermark import WatermarkKey, make_key
 from diffinv.cli import app
 from diffinv.utils.images import load_images
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def entry_point(*args, timeout=120):
-    """The installed `diffinv` command as a user runs it (its own error formatting, its own start-up)."""
-    return subprocess.run([sys.executable, "-m", "diffinv.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def one_line_error(result, *fragments):

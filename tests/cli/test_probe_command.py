@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import entry_point, run
 from PIL import Image
-from typer.testing import CliRunner
-
-from diffinv.cli import app
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(arg) for arg in args])
-
-
-def entry_point(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "diffinv.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_probe_prints_the_table_and_writes_json_and_plot(model_dir, tmp_path):
