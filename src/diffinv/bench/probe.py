@@ -308,7 +308,10 @@ def plot_margins(rows: list[dict[str, Any]], path, title: str = "") -> None:
     ax.axhline(FOLD_MARGIN, color="red", linewidth=1, linestyle="--", label=f"fold threshold {FOLD_MARGIN:g}")
     ax.set_yscale("log")
     for step in sorted({r["step"] for r in rows if r["margin"] is None}):
-        ax.annotate("floor 0:\nno margin", (step, 0.62), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
+        folded = [str(r["seed"]) for r in rows if r["step"] == step and r["verdict"] == "fold"]
+        note = "floor 0:\nno margin" + (f"\nfold: seed{'s' if len(folded) > 1 else ''} {', '.join(folded)}" if folded else "")
+        ax.annotate(note, (step, 0.62), xycoords=("data", "axes fraction"), ha="center", fontsize=7,
+                    color="red" if folded else "black")
     steps = sorted({(r["step"], r["timestep"]) for r in rows})
     shown = steps[::max(1, math.ceil(len(steps) / 12))]  # at most 12 labels
     ax.set_xticks([s for s, _ in shown])
