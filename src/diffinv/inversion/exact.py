@@ -171,23 +171,19 @@ class ImplicitInversion:
         forward = self.schedule.steps[step.index]
         if forward.stepper is not None:
             return self.solve_stepper_step(denoiser, x, step, history, position, forward)
-        if self.previous is None and forward.order > 1 and self.multistep_terms == "extrapolate" and self.trail:
-            # The earlier steps' data predictions extrapolated from the steps solved so far (no network call).
-            earlier = tuple((point, self.extrapolated(2, point)) for point in forward.history)
-            problem = StepProblem(denoiser, forward, x, history=earlier)
+        if self.previous is None:
+            terms_extrapolated = forward.order > 1 and self.multistep_terms == "extrapolate" and bool(self.trail)
+            if terms_extrapolated:  # the earlier steps' data predictions from the steps solved so far (no call)
+                earlier = tuple((point, self.extrapolated(2, point)) for point in forward.history)
+                problem = StepProblem(denoiser, forward, x, history=earlier)
+            else:
+                correction = self.correction(denoiser, x, forward) if forward.order > 1 else None
+                problem = StepProblem(denoiser, forward, x, correction)
             start = self.extrapolated_start(problem) if self.warm_start != "naive" else None
-            if start is None:
-                start, _ = explicit_step(denoiser, x, step, history)
             kept = None
-        elif self.previous is None:
-            correction = self.correction(denoiser, x, forward) if forward.order > 1 else None
-            problem = StepProblem(denoiser, forward, x, correction)
-            start = self.extrapolated_start(problem) if self.warm_start != "naive" else None
             if start is None:
                 start, warm = explicit_step(denoiser, x, step, history)
-                kept = warm.data
-            else:
-                kept = None
+                kept = None if terms_extrapolated else warm.data
         else:
             # A later sweep: warm start and earlier steps' data predictions from the previous sweep.
             start = self.previous[forward.index][0]
